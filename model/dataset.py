@@ -1,0 +1,95 @@
+"""Batches of semi-synthetic training pairs, as arrays (generation and augmentation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .synthetic import RANGES, make_pair
+
+RANGE_NAMES = list(RANGES)  # index <-> name in sample sets
+
+
+@dataclass
+class SampleSet:
+    """``n`` pairs: ``pre``/``post`` ``(n, H, W)`` float32, ``flow`` ``(n, 2, H, W)`` float32
+    (px), ``valid``/``fault`` ``(n, H, W)`` bool, ``range_idx`` ``(n,)`` into
+    ``RANGE_NAMES``, ``change`` ``(n,)`` bool (temporal change applied), ``peak`` ``(n,)``
+    the largest displacement magnitude, px."""
+
+    pre: np.ndarray
+    post: np.ndarray
+    flow: np.ndarray
+    valid: np.ndarray
+    fault: np.ndarray
+    range_idx: np.ndarray
+    change: np.ndarray
+    peak: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.pre)
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d) -> SampleSet:
+        return cls(**{k: np.asarray(d[k]) for k in cls.__dataclass_fields__})
+
+    def subset(self, idx: np.ndarray) -> SampleSet:
+        return SampleSet(**{k: v[idx] for k, v in self.__dict__.items()})
+
+
+def generate_samples(textures: list[np.ndarray], n: int, size: int, rng: np.random.Generator,
+                     ranges: list[str] | None = None, change_fraction: float = 0.5
+                     ) -> SampleSet:
+    """Generate ``n`` pairs of ``size x size`` px, cycling over ``ranges`` (default all).
+
+    Each texture must be at least ``size + 32`` px and NaN-free (see
+    ``pipeline.textures.random_crops``). ``change_fraction`` of pairs get temporal change.
+    """
+    ranges = ranges or RANGE_NAMES
+    out: dict[str, list] = {k: [] for k in SampleSet.__dataclass_fields__}
+    for i in range(n):
+        name = ranges[i % len(ranges)]
+        tex = textures[int(rng.integers(len(textures)))]
+        change = rng.random() < change_fraction
+        pair = make_pair(tex, rng, (size, size), name, temporal_change=change)
+        out["pre"].append(pair.pre)
+        out["post"].append(pair.post)
+        out["flow"].append(pair.flow)
+        out["valid"].append(pair.valid)
+        out["fault"].append(pair.fault_mask)
+        out["range_idx"].append(RANGE_NAMES.index(name))
+        out["change"].append(pair.params["temporal_change"])
+        out["peak"].append(float(np.hypot(*pair.flow).max()))
+    return SampleSet(**{k: np.asarray(v) for k, v in out.items()})
+
+
+def augment_batch(pre: np.ndarray, post: np.ndarray, flow: np.ndarray, valid: np.ndarray,
+                  crop: int, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Random crop, flips and transposes of a batch, with the matching field changes.
+
+    A left-right flip negates ``dx``, an up-down flip negates ``dy``, a transpose swaps
+    them. Inputs ``(B, H, W)`` / ``(B, 2, H, W)``; outputs cropped to ``crop``.
+    """
+    b, h, w = pre.shape
+    outs = ([], [], [], [])
+    for i in range(b):
+        r = int(rng.integers(0, h - crop + 1))
+        c = int(rng.integers(0, w - crop + 1))
+        a, p = pre[i, r:r + crop, c:c + crop], post[i, r:r + crop, c:c + crop]
+        f, v = flow[i, :, r:r + crop, c:c + crop].copy(), valid[i, r:r + crop, c:c + crop]
+        if rng.random() < 0.5:
+            a, p, v, f = a[:, ::-1], p[:, ::-1], v[:, ::-1], f[:, :, ::-1] * np.array(
+                [-1, 1], np.float32)[:, None, None]
+        if rng.random() < 0.5:
+            a, p, v, f = a[::-1], p[::-1], v[::-1], f[:, ::-1] * np.array(
+                [1, -1], np.float32)[:, None, None]
+        if rng.random() < 0.5:
+            a, p, v, f = a.T, p.T, v.T, f[::-1].transpose(0, 2, 1)
+        for lst, x in zip(outs, (a, p, f, v), strict=True):
+            lst.append(np.ascontiguousarray(x))
+    return tuple(np.stack(x) for x in outs)  # type: ignore[return-value]

@@ -1,0 +1,140 @@
+"""Displacement estimation for whole images: normalise, tile, batch, blend, denoise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from .denoise import LogTVConfig, logtv_denoise
+from .microflow import MicroFlow
+from .normalize import as_float_image
+from .precision import use_bf16
+from .registry import load_model
+from .tiling import Mosaic, Tile, tile_grid
+
+_MODEL_CACHE: dict[tuple[str, str], MicroFlow] = {}
+
+
+def get_model(weights: str | None, device: torch.device) -> MicroFlow:
+    """Load a model once per (weights, device) in this process and reuse it."""
+    key = (str(weights), str(device))
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = load_model(weights, device=device)
+    return _MODEL_CACHE[key]
+
+
+def scene_stats(image: np.ndarray) -> tuple[float, float]:
+    """Mean and std of the finite pixels of a float image."""
+    v = image[np.isfinite(image)]
+    if v.size == 0:
+        raise ValueError("image has no valid (finite, non-nodata) pixel")
+    return float(v.mean()), float(v.std())
+
+
+@torch.no_grad()
+def predict_tiles(model: MicroFlow, pre_tiles: np.ndarray, post_tiles: np.ndarray,
+                  stats: tuple[tuple[float, float], tuple[float, float]],
+                  bf16: bool | None = None) -> np.ndarray:
+    """Run the model on a batch of tiles.
+
+    Args:
+        pre_tiles, post_tiles: ``(B, th, tw)`` float32 (NaN = nodata).
+        stats: scene-wide ``((pre_mean, pre_std), (post_mean, post_std))``.
+    Returns:
+        ``(B, 2, th, tw)`` float32 ``(dx, dy)`` in pixels (final iteration).
+    """
+    device = next(model.parameters()).device
+    bf16 = use_bf16(device) if bf16 is None else bf16
+    pre = torch.from_numpy(np.ascontiguousarray(pre_tiles[:, None])).to(device)
+    post = torch.from_numpy(np.ascontiguousarray(post_tiles[:, None])).to(device)
+    t = [(torch.tensor(m, device=device), torch.tensor(s, device=device)) for m, s in stats]
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        flow = model(pre, post, stats=(t[0], t[1]))[-1]
+    return flow.float().cpu().numpy()
+
+
+def infer_mosaic(
+    model: MicroFlow,
+    pre: np.ndarray,
+    post: np.ndarray,
+    stats: tuple[tuple[float, float], tuple[float, float]],
+    tile: int = 512,
+    halo: int = 64,
+    batch_size: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Raw (not denoised) field ``(2, H, W)`` of two float32 images, by tiles.
+
+    Tiles of ``tile + 2*halo`` px are batched (equal shapes together) and blended with
+    feathered weights; ``stats`` are scene-wide normalisation statistics.
+    """
+    tiles = tile_grid(pre.shape, tile, halo)
+    mosaic = Mosaic(2, pre.shape, halo)
+    groups: dict[tuple[int, int], list[Tile]] = {}
+    for t in tiles:
+        groups.setdefault(t.shape, []).append(t)
+    done = 0
+    for group in groups.values():
+        for i in range(0, len(group), batch_size):
+            batch = group[i:i + batch_size]
+            flows = predict_tiles(model, np.stack([pre[t.slices] for t in batch]),
+                                  np.stack([post[t.slices] for t in batch]), stats)
+            for t, f in zip(batch, flows, strict=True):
+                mosaic.add(t, f)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(tiles))
+    return mosaic.result()
+
+
+def estimate_displacement(
+    pre: np.ndarray,
+    post: np.ndarray,
+    *,
+    denoise: bool = True,
+    weights: str | None = None,
+    device: str | torch.device | None = None,
+    tile: int = 512,
+    halo: int = 64,
+    batch_size: int = 1,
+    nodata: float | None = None,
+    denoise_config: LogTVConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Dense displacement ``(dx, dy)`` from ``pre`` to ``post`` with MicroFlow.
+
+    Args:
+        pre, post: 2-D images of equal shape ``(H, W)``, H, W >= 64, any real dtype
+            (e.g. uint16 DN). NaN (and ``nodata`` if given) mark missing pixels.
+        denoise: apply log-TV denoising to the stitched field.
+        weights: shipped model name or ``.safetensors`` path (default: the best shipped
+            model for the device).
+        device: ``"cpu"``, ``"cuda"``… (default CUDA if available).
+        tile, halo: tile core and context sizes in pixels for large images.
+        batch_size: tiles per forward pass.
+        progress: called as ``progress(done, total)`` after each batch of tiles.
+
+    Returns:
+        ``(2, H, W)`` float32 ``(dx, dy)`` in pixels such that
+        ``post(row + dy, col + dx) ≈ pre(row, col)``; NaN where ``pre`` or ``post`` is
+        missing.
+    """
+    a = as_float_image(pre, nodata)
+    b = as_float_image(post, nodata)
+    if a.shape != b.shape:
+        raise ValueError(f"pre and post must have the same shape, got {a.shape} and {b.shape}")
+    if min(a.shape) < 64:
+        raise ValueError(f"images must be at least 64x64 pixels, got {a.shape}")
+    dev = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    model = get_model(weights, dev)
+    stats = (scene_stats(a), scene_stats(b))
+    flow = infer_mosaic(model, a, b, stats, tile, halo, batch_size, progress)
+    missing = ~(np.isfinite(a) & np.isfinite(b))
+    if denoise:
+        flow[:, missing] = np.nan
+        flow = logtv_denoise(flow, denoise_config or LogTVConfig(), device=dev)
+    flow[:, missing] = np.nan
+    return flow.astype(np.float32)

@@ -1,0 +1,74 @@
+"""Lazy loading of a planned pair with stackstac: one band on its native grid, as Dask.
+
+This is one of the two places that read pixels (the other is the cube reader). Raw DN
+are kept (no rescaling); nodata and, where the catalogue has the scene-classification
+asset (``scl``), clouds, cloud shadows and saturated pixels become NaN. An unreadable
+asset raises: it is never silently turned into NaN.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import stackstac
+import xarray as xr
+
+from .plan import PairPlan
+
+log = logging.getLogger(__name__)
+
+SCL_ASSET = "scl"
+# Sentinel-2 L2A scene classes that are not usable ground: no data, saturated/defective,
+# cloud shadow, cloud medium and high probability, thin cirrus.
+SCL_MASKED = (0, 1, 3, 8, 9, 10)
+
+
+def _stack(plan: PairPlan, asset: str, chunk: int, dtype: str) -> xr.DataArray:
+    """``(2, y, x)`` stack of one asset of pre then post, with only x/y coordinates."""
+    da = stackstac.stack(
+        [plan.pre.item, plan.post.item],
+        assets=[asset],
+        epsg=plan.epsg,
+        resolution=plan.resolution,
+        bounds=plan.bounds,
+        snap_bounds=False,
+        chunksize=(1, 1, chunk, chunk),
+        dtype=dtype,
+        fill_value=np.float32(np.nan) if dtype == "float32" else 0,
+        rescale=False,
+        sortby_date=False,
+        xy_coords="center",
+        errors_as_nodata=(),
+    )
+    da = da.isel(band=0, drop=True)
+    da = da.drop_vars([c for c in da.coords if c not in ("x", "y")])
+    return da.rename(time="image")
+
+
+def load_pair(plan: PairPlan, chunk: int = 512, mask_clouds: bool = True) -> xr.Dataset:
+    """Lazy ``pre`` and ``post`` images of ``plan`` on its grid.
+
+    Returns a Dataset with ``pre`` and ``post`` ``(y, x)`` float32 (raw DN, NaN where
+    missing or cloudy), Dask chunks ``(chunk, chunk)``, projected pixel-centre ``x``/``y``
+    in metres, and the CRS (``rio.crs``). Nothing is read until computed.
+    """
+    data = _stack(plan, plan.asset, chunk, "float32")
+    has_scl = mask_clouds and all(SCL_ASSET in s.item.get("assets", {})
+                                  for s in (plan.pre, plan.post))
+    if has_scl:
+        scl = _stack(plan, SCL_ASSET, chunk, "float32")
+        data = data.where(~(scl.isin(list(SCL_MASKED)) | scl.isnull()))
+    else:
+        log.info("no '%s' asset: clouds are not masked", SCL_ASSET)
+    pre = data.isel(image=0, drop=True)
+    post = data.isel(image=1, drop=True)
+    # stackstac marks nodata with the fill value; DN 0 is nodata for Sentinel-2 too.
+    pre = pre.where(pre != 0)
+    post = post.where(post != 0)
+    ds = xr.Dataset({"pre": pre.astype("float32"), "post": post.astype("float32")})
+    ds = ds.drop_vars([c for c in ds.coords if c not in ("x", "y")])
+    ds = ds.rio.write_crs(f"EPSG:{plan.epsg}")
+    ds.attrs.update(pre_id=plan.pre.id, post_id=plan.post.id, asset=plan.asset,
+                    clouds_masked=int(has_scl))
+    return ds

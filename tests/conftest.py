@@ -1,0 +1,23 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def texture(rng) -> np.ndarray:
+    """A smooth-ish random texture (Gaussian-filtered noise), 320x320, float64."""
+    from scipy import ndimage
+
+    img = ndimage.gaussian_filter(rng.standard_normal((320, 320)), 1.5)
+    return (img - img.mean()) / img.std()

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from model.config import get_config
+from model.losses import sequence_loss, sequence_weights
+from model.microflow import MicroFlow
+from model.network import UNet, count_parameters
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (96, 80), (70, 131)])
+def test_output_is_one_field_per_iteration_of_input_shape(shape):
+    torch.manual_seed(0)
+    model = MicroFlow(get_config("tiny"))
+    pre, post = torch.randn(2, 1, *shape), torch.randn(2, 1, *shape)
+    flows = model(pre, post)
+    assert len(flows) == 3
+    assert all(f.shape == (2, 2, *shape) and f.dtype == torch.float32 for f in flows)
+
+
+def test_nan_input_gives_finite_output():
+    model = MicroFlow(get_config("tiny"))
+    pre = torch.randn(1, 1, 64, 64)
+    pre[..., :10, :10] = float("nan")
+    assert torch.isfinite(model(pre, torch.randn(1, 1, 64, 64))[-1]).all()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_gradients_reach_every_iterations_weights(shared):
+    torch.manual_seed(0)
+    cfg = get_config("tiny")
+    cfg = type(cfg)(**{**cfg.to_dict(), "shared_weights": shared})
+    model = MicroFlow(cfg)
+    assert len(model.backbones) == (1 if shared else 3)
+    pre, post = torch.randn(1, 1, 64, 64), torch.randn(1, 1, 64, 64)
+    loss = sequence_loss(model(pre, post), torch.randn(1, 2, 64, 64))
+    loss.backward()
+    for net in model.backbones:
+        for name, p in net.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_loss_weighting_follows_gamma_formula():
+    target = torch.zeros(1, 2, 4, 4)
+    # iteration i has a constant error of (i+1) px in both components
+    flows = [torch.full((1, 2, 4, 4), float(i + 1)) for i in range(3)]
+    gamma = 0.5
+    expected = gamma**2 * 1 + gamma**1 * 2 + gamma**0 * 3
+    assert sequence_loss(flows, target, gamma=gamma).item() == pytest.approx(expected)
+    assert sequence_weights(3, 0.8) == pytest.approx([0.64, 0.8, 1.0])
+
+
+def test_loss_sample_weights_balance_ranges():
+    target = torch.zeros(2, 2, 4, 4)
+    flow = torch.cat([torch.full((1, 2, 4, 4), 1.0), torch.full((1, 2, 4, 4), 10.0)])
+    plain = sequence_loss([flow], target).item()
+    balanced = sequence_loss([flow], target, sample_weight=torch.tensor([1.0, 0.1])).item()
+    assert plain == pytest.approx(5.5)
+    assert balanced == pytest.approx((1 * 1 + 0.1 * 10) / 1.1)
+
+
+def test_named_configs_have_the_documented_sizes():
+    assert 1e6 <= count_parameters(UNet(get_config("small"))) <= 3e6
+    assert 36e6 <= count_parameters(UNet(get_config("paper"))) <= 40e6
+    with pytest.raises(ValueError, match="unknown config"):
+        get_config("huge")
+
+
+def test_tiny_model_learns_a_constant_shift(texture):
+    """End-to-end sanity: a few dozen steps on one shift move the estimate toward it."""
+    from model.synthetic import resample_post
+
+    torch.manual_seed(0)
+    size = (64, 64)
+    pre = texture[40:104, 40:104].astype(np.float32)
+
+    def fn(cols, rows):
+        return np.full_like(cols, 0.8), np.full_like(rows, -0.5)
+
+    post, _ = resample_post(texture, fn, size, origin=(40, 40))
+    model = MicroFlow(get_config("tiny"))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    a, b = torch.from_numpy(pre)[None, None], torch.from_numpy(post)[None, None]
+    target = torch.tensor([0.8, -0.5]).view(1, 2, 1, 1).expand(1, 2, *size)
+    first = None
+    for _ in range(40):
+        loss = sequence_loss(model(a, b), target)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
