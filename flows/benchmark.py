@@ -66,9 +66,9 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
                   textures: tuple[str, ...] = ("landsat-test", "fractal-unseen")) -> Path:
     """Evaluate, then write ``benchmark.md``, ``benchmark.json`` and figures to ``out``."""
     import torch
+    from model.denoise import LogTVConfig, logtv_denoise
 
     from model.correlator import CorrelatorConfig, frequency_correlate
-    from model.denoise import LogTVConfig, logtv_denoise
     from model.evaluate import run_methods, summarise
     from model.inference import estimate_displacement, get_model
     from pipeline.report import figure_pair, markdown_tables

@@ -90,6 +90,22 @@ def _inference_config(args: argparse.Namespace):
                            device=args.device)
 
 
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _log_worker_memory(client) -> None:
+    """Log each Dask worker's peak RSS (memory is bounded by tiles, not scenes)."""
+    try:
+        peaks = client.run(_peak_rss_mib)
+    except Exception:  # workers gone: nothing to report
+        return
+    for addr, mib in sorted(peaks.items()):
+        logging.info("worker peak RSS %.1f MiB (%s)", mib, addr)
+
+
 def _client(args: argparse.Namespace):
     """A Dask client: the given scheduler, or a local cluster of worker processes."""
     from distributed import Client, LocalCluster
@@ -104,6 +120,7 @@ def _client(args: argparse.Namespace):
 def cmd_pair(args: argparse.Namespace) -> int:
     """Process two GeoTIFFs into a cube."""
     from model.denoise import LogTVConfig
+
     from pipeline.event import draw_quicklooks
     from pipeline.geotiff import load_geotiff_pair
     from pipeline.run import PairMeta, process_pair, provenance
@@ -117,6 +134,7 @@ def cmd_pair(args: argparse.Namespace) -> int:
     try:
         index = process_pair(pair, args.out, PairMeta(**meta), cfg=cfg, logtv=logtv,
                              client=client, attrs=attrs)
+        _log_worker_memory(client)
     finally:
         client.close()
         if cluster is not None:
@@ -131,8 +149,9 @@ def cmd_pair(args: argparse.Namespace) -> int:
 def _search_params(args: argparse.Namespace):
     from datetime import UTC, datetime
 
-    from pipeline.plan import SearchParams
     from pipeline.search import bbox_from_point
+
+    from pipeline.plan import SearchParams
 
     if (args.bbox is None) == (args.point is None):
         raise SystemExit("give exactly one of --bbox W S E N or --point LON LAT --radius-km R")
@@ -155,12 +174,13 @@ def _search_params(args: argparse.Namespace):
 
 def cmd_event(args: argparse.Namespace) -> int:
     """Search a STAC API around an event and process every usable pair."""
+    params = _search_params(args)  # validate before importing or starting anything
     from pipeline.event import run_event
 
-    params = _search_params(args)
     client, cluster = _client(args)
     try:
         results = run_event(params, args.out, cfg=_inference_config(args), client=client)
+        _log_worker_memory(client)
     finally:
         client.close()
         if cluster is not None:

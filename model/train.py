@@ -19,10 +19,10 @@ import torch
 
 from .config import get_config
 from .dataset import RANGE_NAMES, SampleSet, augment_batch
-from .precision import use_bf16
 from .losses import sequence_loss
 from .metrics import epe
 from .microflow import MicroFlow
+from .precision import use_bf16
 from .registry import load_model, save_weights
 
 log = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from model.evaluate import PairScore, summarise  # noqa: E402
-from model.synthetic import SyntheticPair  # noqa: E402
+from model.evaluate import PairScore, summarise
+from model.synthetic import SyntheticPair
 
 RANGE_TITLES = {"translation": "Translation only (0–3 px)", "very_small": "Very small (< 0.5 px)",
                 "small": "Small (0.5–2 px)", "large": "Large (2–10 px)"}

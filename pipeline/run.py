@@ -16,7 +16,6 @@ from pathlib import Path
 import dask
 import numpy as np
 import xarray as xr
-
 from model.denoise import LogTVConfig
 
 from . import cube

@@ -34,7 +34,7 @@ def test_blending_a_smooth_field_reproduces_it_exactly():
 
 def test_blend_weights_are_one_in_the_core_and_fall_off_in_the_halo():
     shape = (1000, 1000)
-    t = [t for t in tile_grid(shape, 256, 32) if t.row0 > 0 and t.col0 > 0][0]
+    t = next(t for t in tile_grid(shape, 256, 32) if t.row0 > 0 and t.col0 > 0)
     w = blend_weights(t, shape, 32)
     assert w[32:-32, 32:-32].min() == 1.0
     assert w[0, 0] < 0.01 and w[0, 100] < w[16, 100] < w[40, 100]

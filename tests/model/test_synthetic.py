@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import torch
+
+from model.metrics import near_fault
+from model.synthetic import RANGES, fractal_texture, make_pair
+from model.warp import warp
+
+
+def _warp_error(pair):
+    post = torch.from_numpy(pair.post)[None, None]
+    d = torch.from_numpy(pair.flow)[None]
+    return np.abs(warp(post, d)[0, 0].numpy() - pair.pre)
+
+
+@pytest.mark.parametrize("rng_name", ["translation", "very_small", "small", "large"])
+def test_pairs_follow_the_convention_and_the_range(texture, rng_name):
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        pair = make_pair(texture, rng, (128, 160), rng_name)
+        assert pair.pre.shape == pair.post.shape == (128, 160)
+        assert pair.flow.shape == (2, 128, 160) and pair.flow.dtype == np.float32
+        lo, hi = RANGES[rng_name]
+        peak = np.percentile(np.hypot(*pair.flow), 99.5)
+        assert peak <= hi + 1e-3 and (rng_name == "translation" or peak >= lo - 1e-3)
+        # warp(post, d) = pre away from the image border and from the fault trace
+        keep = np.zeros_like(pair.valid)
+        keep[14:-14, 14:-14] = True
+        keep &= ~near_fault(pair.fault_mask, 3) & pair.valid
+        assert _warp_error(pair)[keep].mean() < 0.05
+
+
+def test_fixed_point_is_exact_right_next_to_a_surface_rupture(texture):
+    """post is built from x + d(x) = y with d evaluated exactly, so pixels 2-4 px from a
+    strike-slip trace with a 6 px jump (inside the smoothing window of any interpolated
+    shortcut) are right."""
+    from model.okada import Fault
+    from model.synthetic import SyntheticPair, fault_field, resample_post, trace_mask
+
+    size = (128, 128)
+    fault = Fault(east=64.3, north=-64.0, top_depth=0.0, strike_deg=20.0, dip_deg=90.0,
+                  length=2000.0, width=400.0, rake_deg=180.0, slip=6.0)
+    fn = fault_field(fault)
+    rows, cols = np.mgrid[0:128, 0:128].astype(float)
+    flow = np.stack(fn(cols, rows)).astype(np.float32)
+    post, valid = resample_post(texture, fn, size, origin=(40, 40))
+    pre = texture[40:168, 40:168].astype(np.float32)
+    mask = trace_mask(fault, size)
+    pair = SyntheticPair(pre, post, flow, mask, valid)
+    assert np.ptp(flow) > 5.0
+    band = near_fault(mask, 4) & ~near_fault(mask, 2)
+    band[:14] = band[-14:] = False
+    assert band.sum() > 200
+    assert np.median(_warp_error(pair)[band]) < 0.05
+    assert valid.mean() > 0.99
+
+
+def test_surface_ruptures_have_a_trace_and_blind_faults_do_not(texture):
+    rng = np.random.default_rng(5)
+    kinds = set()
+    for _ in range(20):
+        pair = make_pair(texture, rng, (96, 96), "small")
+        surface = pair.params["fault"].top_depth == 0
+        assert pair.fault_mask.any() == surface or not surface
+        kinds.add(surface)
+    assert kinds == {True, False}
+
+
+def test_temporal_change_alters_radiometry_not_the_truth(texture):
+    a = make_pair(texture, np.random.default_rng(9), (96, 96), "small", temporal_change=False)
+    b = make_pair(texture, np.random.default_rng(9), (96, 96), "small", temporal_change=True)
+    np.testing.assert_array_equal(a.flow, b.flow)
+    assert np.abs(a.post - b.post).mean() > 0.05
+
+
+def test_bad_generator_input_is_rejected(texture):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="displacement_range"):
+        make_pair(texture, rng, (64, 64), "huge")
+    with pytest.raises(ValueError, match="too small"):
+        make_pair(texture[:80, :80], rng, (64, 64), "small")
+    bad = texture.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        make_pair(bad, rng, (64, 64), "small")
+
+
+def test_fractal_texture_is_normalised():
+    t = fractal_texture((64, 80), np.random.default_rng(0))
+    assert t.shape == (64, 80) and abs(t.mean()) < 1e-5 and abs(t.std() - 1) < 1e-4

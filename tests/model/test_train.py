@@ -1,0 +1,39 @@
+import json
+
+import numpy as np
+
+from model.dataset import SampleSet, augment_batch, generate_samples
+from model.train import TrainConfig, train
+from model.warp import warp
+
+
+def test_augmentation_flips_negate_the_matching_component(texture):
+    import torch
+
+    rng = np.random.default_rng(0)
+    s = generate_samples([texture.astype(np.float32)], 4, 96, rng, ranges=["translation"],
+                         change_fraction=0.0)
+    for seed in range(6):
+        a, b, f, _v = augment_batch(s.pre, s.post, s.flow, s.valid, 64, np.random.default_rng(seed))
+        assert a.shape == (4, 64, 64) and f.shape == (4, 2, 64, 64)
+        warped = warp(torch.from_numpy(b[:, None]), torch.from_numpy(f))[:, 0].numpy()
+        assert np.abs(warped - a)[:, 8:-8, 8:-8].mean() < 0.05  # still pre = post moved by d
+
+
+def test_training_writes_weights_card_and_resumes(tmp_path, texture):
+    rng = np.random.default_rng(0)
+    tex = [texture.astype(np.float32)]
+    tr = generate_samples(tex, 8, 96, rng, change_fraction=0.5)
+    va = generate_samples(tex, 4, 96, rng)
+    cfg = TrainConfig(config="tiny", name="t", batch=2, crop=64, steps=4, minutes=5,
+                      val_every=2)
+    state = train(cfg, tr, va, tmp_path, device="cpu")
+    assert state["step"] == 4
+    assert (tmp_path / "t.safetensors").is_file() and (tmp_path / "t.md").is_file()
+    assert "Validation" in (tmp_path / "t.md").read_text()
+    cfg2 = TrainConfig(**{**cfg.__dict__, "steps": 6})
+    state2 = train(cfg2, tr, va, tmp_path, device="cpu")
+    assert state2["step"] == 6
+    hist = json.loads((tmp_path / "t.json").read_text())["history"]
+    assert [h["step"] for h in hist] == [2, 4, 6]
+    assert isinstance(SampleSet.from_dict(tr.to_dict()), SampleSet)
