@@ -120,7 +120,6 @@ def _client(args: argparse.Namespace):
 def cmd_pair(args: argparse.Namespace) -> int:
     """Process two GeoTIFFs into a cube."""
     from model.denoise import LogTVConfig
-
     from pipeline.event import draw_quicklooks
     from pipeline.geotiff import load_geotiff_pair
     from pipeline.run import PairMeta, process_pair, provenance
