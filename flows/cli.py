@@ -285,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # zarr 3 warns on every consolidated-metadata write; the cube uses it on purpose
+    warnings.filterwarnings("ignore", message="Consolidated metadata")
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     return args.func(args)

@@ -53,6 +53,7 @@ def _write_cog(path: Path, array: np.ndarray, profile: dict) -> None:
     import rasterio
 
     prof = dict(profile, driver="GTiff", dtype=array.dtype.name, count=1, tiled=True,
+                height=array.shape[0], width=array.shape[1],
                 blockxsize=256, blockysize=256, compress="deflate")
     with rasterio.open(path, "w", **prof) as dst:
         dst.write(array, 1)
@@ -81,6 +82,8 @@ def build_demo_event(folder: str | Path, slip_m: float = 12.0, seed: int = 7,
         pre = pre[: size[0], : size[1]]
     h, w = pre.shape
     t = profile["transform"]
+    # the texture is the pre image, with a 16 px mirrored margin so that content moves
+    # into view at the edges instead of repeating the border
     fault = demo_fault(t, (h, w), slip_m)
     xres, yres = t.a, t.e
 
@@ -90,13 +93,13 @@ def build_demo_event(folder: str | Path, slip_m: float = 12.0, seed: int = 7,
         ue, un, _ = fault_displacement(fault, east, north)
         return ue / xres, un / yres  # dy = -north / |yres| = north / yres (yres < 0)
 
-    texture = pre.astype(np.float64)
-    post, _ = resample_post(texture, field, (h, w))
+    texture = np.pad(pre.astype(np.float64), 16, mode="reflect")
+    post, _ = resample_post(texture, field, (h, w), origin=(16, 16))
     rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
     dx, dy = field(cols, rows)
     # mild temporal change: gain, offset, sensor noise, then a cloud
     post = post * 1.03 + 40.0 + rng.normal(0, 8.0, post.shape)
-    pre_n = texture + rng.normal(0, 8.0, texture.shape)
+    pre_n = pre + rng.normal(0, 8.0, pre.shape)
     scl_pre = np.full((h, w), 4, np.uint8)  # 4 = vegetation: usable
     scl_post = scl_pre.copy()
     cy, cx, r = h * 0.25, w * 0.75, min(h, w) * 0.06

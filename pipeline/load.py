@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import stackstac
 import xarray as xr
 

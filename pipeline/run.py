@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dask
 import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from model.denoise import LogTVConfig
 

@@ -61,7 +61,7 @@ def test_bad_searches_fail_clearly_and_write_no_cube(demo_server, tmp_path, chan
     url, event = demo_server
     out = tmp_path / "cube.zarr"
     with pytest.raises(NoScenesError, match=match):
-        run_event(_params(url, event.bbox, **change), out)
+        run_event(_params(url, **{"bbox": event.bbox, **change}), out)
     assert not out.exists()
 
 
