@@ -148,9 +148,8 @@ def cmd_pair(args: argparse.Namespace) -> int:
 def _search_params(args: argparse.Namespace):
     from datetime import UTC, datetime
 
-    from pipeline.search import bbox_from_point
-
     from pipeline.plan import SearchParams
+    from pipeline.search import bbox_from_point
 
     if (args.bbox is None) == (args.point is None):
         raise SystemExit("give exactly one of --bbox W S E N or --point LON LAT --radius-km R")

@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
 
 
 def _title(ds: xr.Dataset, pair: int) -> str:
@@ -36,15 +36,19 @@ def plot_maps(ds: xr.Dataset, pair: int, out_png: str | Path) -> Path:
     lim = float(np.nanpercentile(np.abs(np.concatenate([east.ravel(), north.ravel()])), 98))
     lim = lim if np.isfinite(lim) and lim > 0 else 1.0
     crs = ds.rio.crs.to_string() if ds.rio.crs else "unknown CRS"
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), constrained_layout=True,
+                             sharey=True)
     panels = (("east", east, "RdBu_r", -lim, lim), ("north", north, "RdBu_r", -lim, lim),
               ("magnitude", mag, "viridis", 0, lim))
     for ax, (name, arr, cmap, lo, hi) in zip(axes, panels, strict=True):
-        im = ax.imshow(arr, extent=extent, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+        cm = plt.get_cmap(cmap).copy()
+        cm.set_bad("0.75")
+        ax.imshow(arr, extent=extent, cmap=cm, vmin=lo, vmax=hi, interpolation="nearest")
         ax.set_title(f"{name} displacement")
         ax.set_xlabel(f"easting (km, {crs})")
-        ax.set_ylabel("northing (km)")
-        fig.colorbar(im, ax=ax, shrink=0.8, label=f"{name} (m)")
+    axes[0].set_ylabel("northing (km)")
+    for ax, (name, *_rest) in zip(axes, panels, strict=True):
+        fig.colorbar(ax.images[0], ax=ax, shrink=0.8, label=f"{name} (m)")
     fig.suptitle(_title(ds, pair) + "   (grey: no data or cloud)")
     out = Path(out_png)
     fig.savefig(out, dpi=90)

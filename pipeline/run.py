@@ -17,6 +17,7 @@ import dask
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
+
 from model.denoise import LogTVConfig
 
 from . import cube

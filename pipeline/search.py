@@ -137,7 +137,7 @@ def _score(scene: Scene, event: datetime) -> float:
 def _bounds(params: SearchParams, pre: Scene, post: Scene, asset: str
             ) -> tuple[tuple[float, float, float, float], float] | None:
     """AOI ∩ both footprints in the grid's CRS, snapped outward to its pixels."""
-    (a, _, c, _, e, f), (h, w) = _grid(pre.item, asset)
+    (a, _, c, _, e, f), (_h, _w) = _grid(pre.item, asset)
     to_grid = Transformer.from_crs(4326, pre.epsg, always_xy=True)
     x0, y0, x1, y1 = to_grid.transform_bounds(*params.bbox, densify_pts=21)
     xmin, xmax = math.floor((x0 - c) / a) * a + c, math.ceil((x1 - c) / a) * a + c

@@ -57,7 +57,7 @@ class LocalStacServer:
             files.append(folder / "items.json")
             files[-1].write_text(json.dumps({"type": "FeatureCollection",
                                              "features": self.items}))
-        log = open(folder / "server.log", "w")  # noqa: SIM115  (closed in stop)
+        log = open(folder / "server.log", "w")
         self._log = log
         cmd = [_rustac(), "serve", "--addr", f"127.0.0.1:{self.port}", *map(str, files)]
         if not self.collections:

@@ -5,13 +5,13 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 import xarray as xr
-from pipeline.search import NoScenesError, StacUnavailableError
-from pipeline.stac_items import make_collection, make_item
-from pipeline.stac_server import LocalStacServer
 
 from pipeline.demo import EVENT_TIME, build_demo_event, run_demo
 from pipeline.event import run_event
 from pipeline.plan import SearchParams
+from pipeline.search import NoScenesError, StacUnavailableError
+from pipeline.stac_items import make_collection, make_item
+from pipeline.stac_server import LocalStacServer
 
 
 @pytest.fixture(scope="module")

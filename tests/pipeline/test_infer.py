@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
-from model.denoise import LogTVConfig, logtv_denoise
 
+from model.denoise import LogTVConfig, logtv_denoise
 from model.inference import get_model, infer_mosaic, scene_stats
 from model.synthetic import make_pair
 from pipeline.demo import TEXTURE
