@@ -128,5 +128,5 @@ def test_concurrent_block_writes_from_worker_processes_match_sequential(tmp_path
         client.gather([client.submit(cube.write_block, str(paths[1]), 0, r, c, data(r, c))
                        for r, c in blocks])
     a, b = cube.open_cube(paths[0]), cube.open_cube(paths[1])
-    xr.testing.assert_identical(a[list(cube.DATA_VARS) + ["valid"]],
-                                b[list(cube.DATA_VARS) + ["valid"]])
+    xr.testing.assert_identical(a[[*cube.DATA_VARS, "valid"]],
+                                b[[*cube.DATA_VARS, "valid"]])
