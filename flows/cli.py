@@ -12,6 +12,8 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    for noisy in ("httpx", "distributed", "prefect.server"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -171,22 +173,21 @@ def _search_params(args: argparse.Namespace):
 
 
 def cmd_event(args: argparse.Namespace) -> int:
-    """Search a STAC API around an event and process every usable pair."""
-    params = _search_params(args)  # validate before importing or starting anything
-    from pipeline.event import run_event
+    """Search a STAC API around an event and process every usable pair (Prefect flow)."""
+    _search_params(args)  # validate before importing or starting anything
+    from .earthquake_response import earthquake_response
 
-    client, cluster = _client(args)
-    try:
-        results = run_event(params, args.out, cfg=_inference_config(args), client=client)
-        _log_worker_memory(client)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    for r in results:
-        print(f"cube: {r.cube} (pair {r.pair_index}: {r.plan.pre.id} -> {r.plan.post.id})")
-        for p in r.quicklooks:
-            print(f"quick-look: {p}")
+    summary = earthquake_response(
+        out=args.out, event_time=args.event_time, stac_url=args.stac_url,
+        collection=args.collection, asset=args.asset, bbox=args.bbox, point=args.point,
+        radius_km=args.radius_km, days_before=args.days_before, days_after=args.days_after,
+        max_cloud=args.max_cloud, chunk=args.chunk, tile=args.tile, halo=args.halo,
+        weights=args.weights, dask_address=args.dask_address, workers=args.workers)
+    for pair in summary["pairs"]:
+        print(f"cube: {pair['cube']} (pair {pair['pair']}: {pair['pre_id']} -> "
+              f"{pair['post_id']})")
+    for p in summary["quicklooks"]:
+        print(f"quick-look: {p}")
     return 0
 
 

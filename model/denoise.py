@@ -1,19 +1,23 @@
-"""Non-convex log-TV denoising of displacement fields (torch, CPU or GPU).
+"""Non-convex log-TV denoising of displacement fields (pure torch, CPU or GPU).
 
-For each component independently (Bertrand et al. 2025, MicroFlow):
+For each ``(H, W)`` plane independently (Bertrand et al. 2025, MicroFlow):
 
     minimise  E(u) = ‖u − f‖² + λ Σ_pixels log(|∇u| + ε)
 
-with |∇u| the isotropic magnitude of forward differences (Neumann boundary). The
-log penalty is concave in |∇u|, so E is minimised by majorise–minimise: at the iterate
-u_k, log(t + ε) ≤ log(t_k + ε) + (t − t_k)/(t_k + ε), and each outer step solves the
-weighted-TV problem
+with |∇u| the isotropic magnitude of forward differences (Neumann boundary: the last
+column/row has no difference). log is concave in |∇u|, so E is minimised by
+majorise–minimise: at the iterate u_k, log(t + ε) ≤ log(t_k + ε) + (t − t_k)/(t_k + ε),
+and each outer step solves the weighted-TV problem
 
     min_u ‖u − f‖² + λ Σ w_i |(∇u)_i|,   w_i = 1/(|∇u_k|_i + ε)
 
-with a primal–dual (Chambolle–Pock) solver, warm-started from the previous step. Small
-gradients get large weights (smoothed away); the fault's jump gets a small weight and
-stays sharp. NaN pixels carry no data term (the regulariser fills them) and come back NaN.
+with the accelerated Chambolle–Pock primal–dual method (O(1/k²) for the strongly convex
+data term), warm-started from the previous u and dual field. Small gradients (noise) get
+weights near 1/ε and are flattened; a fault's jump gets a weight near 1/|jump| and stays
+sharp. All planes are solved at once, vectorised on the device.
+
+Missing data: NaN pixels get a zero data weight, so the regulariser fills them from their
+surroundings; they are NaN again in the output.
 """
 
 from __future__ import annotations
@@ -27,116 +31,147 @@ import torch
 
 @dataclass(frozen=True)
 class LogTVConfig:
-    """Parameters of log-TV for fields in pixels.
+    """Parameters of log-TV, for displacement fields in pixels.
 
     Attributes:
-        lam: λ, weight of the log penalty (px²).
-        eps: ε, px/px; gradients well below ε are smoothed, well above it kept.
+        lam: λ (px²), weight of the log penalty. In flat areas the effective TV weight is
+            λ/ε (px); across a jump of height h it is λ/(h + ε).
+        eps: ε (px per px), gradient scale: gradients well below ε are smoothed away,
+            well above it kept. The defaults suit noise of 0.02–0.2 px and fault steps of
+            0.5–5 px.
         outer_iters: majorise–minimise steps (reweightings).
-        inner_iters: primal–dual iterations per weighted-TV solve.
+        inner_iters: primal–dual iterations per weighted-TV solve (warm-started).
+        tau0: initial primal step of the accelerated primal–dual solver (σ0 = 1/(8 τ0)).
     """
 
-    lam: float = 0.03
+    lam: float = 0.04
     eps: float = 0.1
-    outer_iters: int = 8
-    inner_iters: int = 60
+    outer_iters: int = 6
+    inner_iters: int = 25
+    tau0: float = 0.25
 
     def __post_init__(self) -> None:
-        if not self.lam >= 0:
-            raise ValueError(f"lam must be >= 0, got {self.lam}")
-        if not self.eps > 0:
-            raise ValueError(f"eps must be > 0, got {self.eps}")
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise ValueError(f"lam must be finite and >= 0, got {self.lam}")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"eps must be finite and > 0, got {self.eps}")
         if self.outer_iters < 1 or self.inner_iters < 1:
             raise ValueError("outer_iters and inner_iters must be >= 1")
+        if not self.tau0 > 0:
+            raise ValueError(f"tau0 must be > 0, got {self.tau0}")
 
 
-def _grad(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    gx = torch.zeros_like(u)
-    gy = torch.zeros_like(u)
-    gx[..., :, :-1] = u[..., :, 1:] - u[..., :, :-1]
-    gy[..., :-1, :] = u[..., 1:, :] - u[..., :-1, :]
-    return gx, gy
+def _grad(u: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Forward differences of ``u (N, H, W)`` into ``out (2, N, H, W)`` = (∂x, ∂y).
+
+    The last column of ``out[0]`` and last row of ``out[1]`` must already be zero.
+    """
+    torch.sub(u[..., :, 1:], u[..., :, :-1], out=out[0, ..., :, :-1])
+    torch.sub(u[..., 1:, :], u[..., :-1, :], out=out[1, ..., :-1, :])
+    return out
 
 
-def _div(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """Negative adjoint of ``_grad``."""
-    d = torch.zeros_like(px)
-    d[..., :, 0] = px[..., :, 0]
-    d[..., :, 1:-1] = px[..., :, 1:-1] - px[..., :, :-2]
-    d[..., :, -1] = -px[..., :, -2]
-    d[..., 0, :] += py[..., 0, :]
-    d[..., 1:-1, :] += py[..., 1:-1, :] - py[..., :-2, :]
-    d[..., -1, :] += -py[..., -2, :]
-    return d
+def _div(p: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``−∇ᵀp`` for ``p (2, N, H, W)`` whose last column/row (x/y) are zero."""
+    px, py = p[0], p[1]
+    out[..., :, 0] = px[..., :, 0]
+    torch.sub(px[..., :, 1:], px[..., :, :-1], out=out[..., :, 1:])
+    out[..., 0, :] += py[..., 0, :]
+    out[..., 1:, :] += py[..., 1:, :] - py[..., :-1, :]
+    return out
 
 
-def logtv_energy(u, f, lam: float, eps: float) -> float:
-    """E(u) = ‖u − f‖² + λ Σ log(|∇u| + ε), summed over every plane (finite f only)."""
-    u = torch.as_tensor(np.asarray(u) if not torch.is_tensor(u) else u, dtype=torch.float64)
-    f = torch.as_tensor(np.asarray(f) if not torch.is_tensor(f) else f, dtype=torch.float64)
-    m = torch.isfinite(f)
-    data = torch.where(m, u - torch.nan_to_num(f), torch.zeros_like(u)).pow(2).sum()
-    gx, gy = _grad(u)
-    return float(data + lam * torch.log(torch.sqrt(gx**2 + gy**2) + eps).sum())
+def _grad_norm(u: torch.Tensor) -> torch.Tensor:
+    g = _grad(u, u.new_zeros((2, *u.shape)))
+    return torch.linalg.vector_norm(g, dim=0)
 
 
-def _solve(f: torch.Tensor, m: torch.Tensor, cfg: LogTVConfig) -> torch.Tensor:
-    """MM + Chambolle–Pock on ``(N, H, W)`` planes; ``m`` is the data mask (1/0)."""
+def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return x if torch.is_tensor(x) else torch.from_numpy(np.asarray(x))
+
+
+def logtv_energy(u: np.ndarray | torch.Tensor, f: np.ndarray | torch.Tensor,
+                 lam: float, eps: float) -> float:
+    """E(u) = ‖u − f‖² + λ Σ log(|∇u| + ε), summed over all planes, in float64.
+
+    ``u`` and ``f`` (px) have the same shape ``(..., H, W)``; ``u`` must be finite. NaN
+    pixels of ``f`` carry no data term.
+    """
+    u64 = _as_tensor(u).to(torch.float64)
+    f64 = _as_tensor(f).to(device=u64.device, dtype=torch.float64)
+    m = torch.isfinite(f64)
+    data = torch.where(m, u64 - f64, 0.0).square().sum()
+    planes = u64.reshape(-1, *u64.shape[-2:])
+    return float(data + lam * torch.log(_grad_norm(planes) + eps).sum())
+
+
+def _mm_solve(f: torch.Tensor, m: torch.Tensor | None, cfg: LogTVConfig) -> torch.Tensor:
+    """Majorise–minimise on planes ``f (N, H, W)``; ``m`` is the 0/1 data mask or None."""
     u = f.clone()
-    px = torch.zeros_like(f)
-    py = torch.zeros_like(f)
-    # ½‖u − f‖²_m + Σ τ_i |∇u|_i with τ = λ w / 2 (the energy's data term has no ½)
-    t = sigma = 1.0 / math.sqrt(8.0)
+    p = f.new_zeros((2, *f.shape))  # dual field, |p_i| ≤ λ w_i
+    g = f.new_zeros((2, *f.shape))
+    d = torch.empty_like(f)
+    mf = f if m is None else f * m
     for _ in range(cfg.outer_iters):
-        gx, gy = _grad(u)
-        tau = 0.5 * cfg.lam / (torch.sqrt(gx**2 + gy**2) + cfg.eps)
+        # 1/bound = (|∇u_k| + ε)/λ, the projection of p onto |p_i| ≤ λ w_i
+        inv_bound = (_grad_norm(u) + cfg.eps) / cfg.lam
+        tau, sigma = cfg.tau0, 1.0 / (8.0 * cfg.tau0)
         ubar = u
         for _ in range(cfg.inner_iters):
-            gx, gy = _grad(ubar)
-            px = px + sigma * gx
-            py = py + sigma * gy
-            scale = torch.clamp(torch.sqrt(px**2 + py**2) / tau.clamp(min=1e-12), min=1.0)
-            px = px / scale
-            py = py / scale
-            v = u + t * _div(px, py)
-            u_new = (v + t * m * f) / (1.0 + t * m)
-            ubar = 2.0 * u_new - u
+            p.add_(_grad(ubar, g), alpha=sigma)
+            p.div_(torch.linalg.vector_norm(p, dim=0).mul_(inv_bound).clamp_(min=1.0))
+            # prox of τ‖u − f‖²_m: u = (v + 2τ m f) / (1 + 2τ m), v = u + τ div p
+            v = torch.add(u, _div(p, d), alpha=tau).add_(mf, alpha=2.0 * tau)
+            if m is None:
+                u_new = v.mul_(1.0 / (1.0 + 2.0 * tau))
+            else:
+                u_new = v.div_(m * (2.0 * tau) + 1.0)
+            theta = 1.0 / math.sqrt(1.0 + 4.0 * tau)  # strong convexity γ = 2
+            tau, sigma = tau * theta, sigma / theta
+            ubar = torch.lerp(u, u_new, 1.0 + theta)  # u_new + θ (u_new − u)
             u = u_new
     return u
 
 
-def logtv_denoise(field, config: LogTVConfig = LogTVConfig(), *, device=None):
-    """Denoise every ``(H, W)`` plane of ``field`` with log-TV.
+def logtv_denoise(field: np.ndarray | torch.Tensor, config: LogTVConfig = LogTVConfig(), *,
+                  device: str | torch.device | None = None) -> np.ndarray | torch.Tensor:
+    """Denoise every ``(H, W)`` plane of a displacement field with log-TV.
 
     Args:
-        field: ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` numpy array or torch tensor,
-            a displacement field in pixels (NaN = missing).
-        config: λ, ε and iteration counts.
-        device: torch device for the work (default: the tensor's, or CPU for numpy).
+        field: displacement in pixels, shape ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)``
+            (e.g. ``(2, H, W)`` = (dx, dy)), numpy array or torch tensor. Each plane is
+            denoised independently. NaN marks missing pixels.
+        config: λ, ε and iteration counts, see :class:`LogTVConfig`.
+        device: where to compute (default: the tensor's device, CPU for numpy).
 
     Returns:
-        The same type and shape, float32, NaN where the input was NaN.
+        Same type and shape as ``field``, float32, in pixels (a tensor comes back on the
+        input's device). Pixels that were NaN are NaN again; the values around them come
+        from data outside plus the regulariser's fill of the hole.
     """
-    is_tensor = torch.is_tensor(field)
-    if not is_tensor and not isinstance(field, np.ndarray):
+    if not (torch.is_tensor(field) or isinstance(field, np.ndarray)):
         raise TypeError(f"expected a numpy array or torch tensor, got {type(field).__name__}")
     if field.ndim not in (2, 3, 4):
-        raise ValueError(f"expected (H, W), (C, H, W) or (B, C, H, W), got shape "
+        raise ValueError("expected shape (H, W), (C, H, W) or (B, C, H, W), got "
                          f"{tuple(field.shape)}")
-    x = field if is_tensor else torch.from_numpy(np.ascontiguousarray(field))
-    out_device = x.device
+    x = _as_tensor(field)
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"expected a real-valued field, got dtype {x.dtype}")
     dev = torch.device(device) if device is not None else x.device
-    shape = x.shape
-    f = x.reshape(-1, shape[-2], shape[-1]).to(dev, torch.float32)
-    m = torch.isfinite(f)
-    f0 = torch.where(m, f, torch.zeros_like(f))
-    # start missing pixels at their plane's mean so the regulariser fills them smoothly
-    n = m.sum(dim=(1, 2), keepdim=True).clamp(min=1)
-    mean = f0.sum(dim=(1, 2), keepdim=True) / n
-    f0 = torch.where(m, f0, mean.expand_as(f0))
+    f = x.reshape(-1, *x.shape[-2:]).to(device=dev, dtype=torch.float32)
+    valid = torch.isfinite(f)
     with torch.no_grad():
-        u = _solve(f0, m.to(f0.dtype), config)
-    u = torch.where(m, u, torch.full_like(u, float("nan"))).reshape(shape)
-    if is_tensor:
-        return u.to(out_device)
-    return u.cpu().numpy().astype(np.float32)
+        if config.lam == 0 or f.numel() == 0:
+            u = f.clone()
+        elif bool(valid.all()):
+            u = _mm_solve(f, None, config)
+        else:
+            # start holes at their plane's mean; the mask drops their data term
+            m = valid.to(f.dtype)
+            f0 = torch.where(valid, f, 0.0)
+            mean = f0.sum(dim=(1, 2), keepdim=True) / m.sum(dim=(1, 2), keepdim=True).clamp(1)
+            u = _mm_solve(torch.where(valid, f0, mean), m, config)
+        u = torch.where(valid, u, torch.nan).reshape(x.shape)
+    if torch.is_tensor(field):
+        return u.to(field.device)
+    return u.cpu().numpy()

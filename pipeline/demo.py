@@ -164,43 +164,34 @@ def truth_epe(cube_path: str | Path, truth: str | Path, pair: int = 0) -> dict[s
 
 
 def run_demo(out: Path, workers: int = 2, size: tuple[int, int] | None = None,
-             client=None) -> dict:
-    """Build the demo, serve it with a local STAC API, run the event job, report EPE."""
-    from distributed import Client, LocalCluster
+             dask_address: str | None = None) -> dict:
+    """Build the demo, serve it with a local STAC API, run the event flow, report EPE."""
+    from flows.earthquake_response import earthquake_response
 
-    from .event import run_event
-    from .plan import SearchParams
     from .stac_items import make_collection
     from .stac_server import LocalStacServer
 
     out = Path(out)
     event = build_demo_event(out / "scenes", size=size)
     collection = make_collection("sentinel-2-l2a", event.items)
-    cube_path = out / "demo.zarr"
     with LocalStacServer(event.items, [collection]) as server:
         log.info("demo STAC API serving %d items at %s", len(event.items), server.url)
-        params = SearchParams(stac_url=server.url, collection="sentinel-2-l2a", asset="red",
-                              bbox=event.bbox, event_time=EVENT_TIME, days_before=30,
-                              days_after=30, max_cloud=20)
-        cluster = None
-        if client is None:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
-            client = Client(cluster)
-        try:
-            results = run_event(params, cube_path, client=client)
-        finally:
-            if cluster is not None:
-                client.close()
-                cluster.close()
-    scores = truth_epe(results[0].cube, event.truth, results[0].pair_index)
-    print(f"cube: {results[0].cube}")
-    for p in results[0].quicklooks:
+        summary = earthquake_response(
+            out=str(out / "demo.zarr"), event_time=EVENT_TIME.isoformat(),
+            stac_url=server.url, collection="sentinel-2-l2a", asset="red",
+            bbox=list(event.bbox), days_before=30, days_after=30, max_cloud=20,
+            dask_address=dask_address, workers=workers)
+    pair = summary["pairs"][0]
+    scores = truth_epe(pair["cube"], event.truth, pair["pair"])
+    print(f"cube: {pair['cube']}")
+    for p in summary["quicklooks"]:
         print(f"quick-look: {p}")
     print("EPE against the demo's known truth: "
           f"raw {scores['epe_raw_m']:.2f} m ({scores['epe_raw_px']:.3f} px), "
           f"log-TV {scores['epe_denoised_m']:.2f} m ({scores['epe_denoised_px']:.3f} px); "
           f"largest true displacement {scores['max_true_displacement_m']:.1f} m; "
-          f"{100 * scores['valid_fraction']:.1f}% of pixels measured")
-    (out / "demo_scores.json").write_text(json.dumps(scores, indent=1))
+          f"{100 * scores['valid_fraction']:.1f}% of pixels measured; "
+          f"{summary['seconds']:.0f} s")
+    (out / "demo_scores.json").write_text(json.dumps({**scores, "seconds": summary["seconds"]},
+                                                     indent=1))
     return scores

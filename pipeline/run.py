@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dask
+import dask.array as da
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
@@ -140,21 +141,27 @@ def process_pair(pair: xr.Dataset, out: str | Path, meta: PairMeta, *,
     log.info("pair %d (%s -> %s): %d of %d blocks to compute (%d already in the cube)%s",
              index, meta.pre_id, meta.post_id, len(todo), nbi * nbj, len(done),
              ", on GPU workers" if gpu else "")
-    tasks = [dask.delayed(cube.write_block)(
-        str(out), index, i * cfg.chunk, j * cfg.chunk,
-        {k: a.blocks[i, j] for k, a in arrays.items()}, dask_key_name=f"write-{index}-{i}-{j}")
-        for i, j in todo]
-    if not tasks:
+    names = list(arrays)
+
+    def write(*blocks, block_info=None):
+        (r0, _), (c0, _) = block_info[0]["array-location"]
+        cube.write_block(str(out), index, r0, c0, dict(zip(names, blocks, strict=True)))
+        return np.ones((1, 1), np.int8)
+
+    status = da.map_blocks(write, *arrays.values(), dtype=np.int8,
+                           chunks=((1,) * nbi, (1,) * nbj), name=f"write-pair{index}")
+    parts = [status.blocks[i, j] for i, j in todo]
+    if not parts:
         return index
+    # optimize_graph=False: blockwise fusion would fold the inference into other tasks
+    # and drop its GPU annotation; tasks here are whole chunks, so fusion gains nothing.
     if client is not None:
-        futures = client.compute(tasks)
+        futures = client.compute(parts, optimize_graph=False)
         for n, _ in enumerate(as_completed(futures), 1):
-            _progress(n, len(tasks), t0)
+            _progress(n, len(parts), t0)
     else:
-        with dask.config.set(scheduler="threads"):
-            for n, task in enumerate(tasks, 1):
-                task.compute()
-                _progress(n, len(tasks), t0)
+        dask.compute(*parts, optimize_graph=False, scheduler="threads")
+        _progress(len(parts), len(parts), t0)
     return index
 
 

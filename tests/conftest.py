@@ -21,3 +21,13 @@ def texture(rng) -> np.ndarray:
 
     img = ndimage.gaussian_filter(rng.standard_normal((320, 320)), 1.5)
     return (img - img.mean()) / img.std()
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One Prefect test server for the whole session; yields its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield PREFECT_API_URL.value()

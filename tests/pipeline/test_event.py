@@ -23,8 +23,8 @@ def client():
         yield c
 
 
-def test_demo_runs_end_to_end_and_measures_the_rupture(tmp_path, client, capsys):
-    scores = run_demo(tmp_path, size=(256, 384), client=client)
+def test_demo_runs_end_to_end_and_measures_the_rupture(tmp_path, client, capsys, prefect_api):
+    scores = run_demo(tmp_path, size=(256, 384), dask_address=client.scheduler.address)
     out = capsys.readouterr().out
     assert "cube:" in out and "EPE against the demo's known truth" in out
     ds = xr.open_zarr(tmp_path / "demo.zarr", decode_coords="all")
