@@ -195,7 +195,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Build the embedded demo event, serve it over STAC on loopback, and process it."""
     from pipeline.demo import run_demo
 
-    run_demo(Path(args.out), workers=args.workers, size=tuple(args.size) if args.size else None)
+    run_demo(Path(args.out), workers=args.workers, size=tuple(args.size) if args.size else None,
+             dask_address=args.dask_address)
     return 0
 
 
@@ -277,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     de = sub.add_parser("demo", help="run the embedded demo event end to end")
     de.add_argument("--out", default="demo-output")
-    de.add_argument("--workers", type=int, default=2)
+    de.add_argument("--workers", type=int, default=2, help="local Dask worker processes")
+    de.add_argument("--dask-address", help="tcp://HOST:PORT of an existing Dask scheduler")
     de.add_argument("--size", type=int, nargs=2, metavar=("ROWS", "COLS"),
                     help="crop the demo scene (for quick runs)")
     de.set_defaults(func=cmd_demo)

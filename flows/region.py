@@ -3,6 +3,7 @@ finished work."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -11,7 +12,7 @@ from .earthquake_response import earthquake_response
 from .params import EARTH_SEARCH, check_processing, search_params
 
 
-def _finished(cube: Path) -> bool:
+def _complete(cube: Path) -> bool:
     """A cube whose every pair has all its blocks written."""
     from pipeline import cube as cubes
 
@@ -22,6 +23,20 @@ def _finished(cube: Path) -> bool:
         return False
     nb = ds.valid.data.numblocks
     return all(len(cubes.done_blocks(cube, i)) == nb[1] * nb[2] for i in range(nb[0]))
+
+
+def _marker(out_dir: str | Path, name: str) -> Path:
+    return Path(out_dir) / f"{name}.done.json"
+
+
+def _finished(out_dir: str | Path, name: str) -> bool:
+    """The event's run ended (marker written) and every cube it listed is complete
+    (an event over several MGRS tiles has one cube per tile)."""
+    marker = _marker(out_dir, name)
+    if not marker.is_file():
+        return False
+    cubes = json.loads(marker.read_text()).get("cubes", [])
+    return bool(cubes) and all(_complete(Path(c)) for c in cubes)
 
 
 @flow(name="region")
@@ -63,18 +78,19 @@ def region(
     results: dict = {"done": [], "skipped": [], "failed": {}}
     for e in events:
         cube = Path(out_dir) / f"{e['name']}.zarr"
-        if _finished(cube):
-            logger.info("%s: finished cube at %s, skipped", e["name"], cube)
+        if _finished(out_dir, e["name"]):
+            logger.info("%s: finished (%s), skipped", e["name"], _marker(out_dir, e["name"]))
             results["skipped"].append(e["name"])
             continue
         try:
-            earthquake_response(
+            summary = earthquake_response(
                 out=str(cube), event_time=e["event_time"], stac_url=stac_url,
                 collection=collection, asset=asset, bbox=e.get("bbox"), point=e.get("point"),
                 radius_km=e.get("radius_km"), days_before=e.get("days_before", days_before),
                 days_after=e.get("days_after", days_after),
                 max_cloud=e.get("max_cloud", max_cloud), chunk=chunk, tile=tile, halo=halo,
                 weights=weights, dask_address=dask_address, workers=workers)
+            _marker(out_dir, e["name"]).write_text(json.dumps(summary, indent=1))
             results["done"].append(e["name"])
         except Exception as exc:  # keep going; report at the end
             logger.error("%s failed: %s", e["name"], exc)

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,10 @@ class LogTVConfig:
         tau0: initial primal step of the accelerated primal–dual solver (σ0 = 1/(8 τ0)).
     """
 
-    lam: float = 0.04
-    eps: float = 0.1
+    lam: float = 0.06
+    eps: float = 0.15
     outer_iters: int = 6
-    inner_iters: int = 25
+    inner_iters: int = 20
     tau0: float = 0.25
 
     def __post_init__(self) -> None:
@@ -59,6 +61,17 @@ class LogTVConfig:
             raise ValueError("outer_iters and inner_iters must be >= 1")
         if not self.tau0 > 0:
             raise ValueError(f"tau0 must be > 0, got {self.tau0}")
+
+    @classmethod
+    def for_noise(cls, sigma: float, **kwargs: Any) -> LogTVConfig:
+        """The defaults rescaled to a noise std ``sigma`` (px): λ = 6σ², ε = 1.5σ.
+
+        E(u; f) with (λ, ε) equals, up to a constant, E(a·u; a·f)/a² with (a²λ, a·ε),
+        so the defaults (tuned for σ = 0.1 px) scale this way to other noise levels.
+        """
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        return cls(lam=6.0 * sigma**2, eps=1.5 * sigma, **kwargs)
 
 
 def _grad(u: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -81,13 +94,23 @@ def _div(p: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _grad_norm(u: torch.Tensor) -> torch.Tensor:
-    g = _grad(u, u.new_zeros((2, *u.shape)))
-    return torch.linalg.vector_norm(g, dim=0)
+def _norm(g: torch.Tensor) -> torch.Tensor:
+    """Pointwise Euclidean norm of ``g (2, ...)`` over its first axis."""
+    return torch.addcmul(g[0].square(), g[1], g[1]).sqrt_()
 
 
-def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return x if torch.is_tensor(x) else torch.from_numpy(np.asarray(x))
+def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A real-valued array or tensor as a tensor of ``dtype`` (tensors keep their device)."""
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "fiu":
+            raise TypeError(f"expected a real-valued array, got dtype {x.dtype}")
+        np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np_dtype))
+    if not torch.is_tensor(x):
+        raise TypeError(f"expected a numpy array or torch tensor, got {type(x).__name__}")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"expected a real-valued tensor, got dtype {x.dtype}")
+    return x.to(dtype)
 
 
 def logtv_energy(u: np.ndarray | torch.Tensor, f: np.ndarray | torch.Tensor,
@@ -97,12 +120,29 @@ def logtv_energy(u: np.ndarray | torch.Tensor, f: np.ndarray | torch.Tensor,
     ``u`` and ``f`` (px) have the same shape ``(..., H, W)``; ``u`` must be finite. NaN
     pixels of ``f`` carry no data term.
     """
-    u64 = _as_tensor(u).to(torch.float64)
-    f64 = _as_tensor(f).to(device=u64.device, dtype=torch.float64)
-    m = torch.isfinite(f64)
-    data = torch.where(m, u64 - f64, 0.0).square().sum()
+    u64 = _as_tensor(u, torch.float64)
+    f64 = _as_tensor(f, torch.float64).to(u64.device)
+    data = torch.where(torch.isfinite(f64), u64 - f64, 0.0).square().sum()
     planes = u64.reshape(-1, *u64.shape[-2:])
-    return float(data + lam * torch.log(_grad_norm(planes) + eps).sum())
+    grad_norm = _norm(_grad(planes, planes.new_zeros((2, *planes.shape))))
+    return float(data + lam * torch.log(grad_norm + eps).sum())
+
+
+def _fill_holes(f: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Initial guess in holes (``m == 0``) of ``f (N, H, W)``: a pull–push pyramid.
+
+    Masked 2×2 averages go down to 1×1, then each level's holes take the bilinear
+    upsampling of the coarser level. Planes with no data come back as zeros.
+    """
+    if f.shape[-2] <= 1 and f.shape[-1] <= 1:
+        return torch.where(m > 0, f, 0.0)
+    k = (min(2, f.shape[-2]), min(2, f.shape[-1]))
+    num = F.avg_pool2d((f * m)[:, None], k, ceil_mode=True)
+    den = F.avg_pool2d(m[:, None], k, ceil_mode=True)
+    coarse_m = (den > 0).to(f.dtype)
+    coarse = _fill_holes((num / den.clamp(min=1e-12))[:, 0], coarse_m[:, 0])
+    up = F.interpolate(coarse[:, None], size=f.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.where(m > 0, f, up[:, 0])
 
 
 def _mm_solve(f: torch.Tensor, m: torch.Tensor | None, cfg: LogTVConfig) -> torch.Tensor:
@@ -114,12 +154,12 @@ def _mm_solve(f: torch.Tensor, m: torch.Tensor | None, cfg: LogTVConfig) -> torc
     mf = f if m is None else f * m
     for _ in range(cfg.outer_iters):
         # 1/bound = (|∇u_k| + ε)/λ, the projection of p onto |p_i| ≤ λ w_i
-        inv_bound = (_grad_norm(u) + cfg.eps) / cfg.lam
+        inv_bound = _norm(_grad(u, g)).add_(cfg.eps).div_(cfg.lam)
         tau, sigma = cfg.tau0, 1.0 / (8.0 * cfg.tau0)
         ubar = u
         for _ in range(cfg.inner_iters):
             p.add_(_grad(ubar, g), alpha=sigma)
-            p.div_(torch.linalg.vector_norm(p, dim=0).mul_(inv_bound).clamp_(min=1.0))
+            p.div_(_norm(p).mul_(inv_bound).clamp_(min=1.0))
             # prox of τ‖u − f‖²_m: u = (v + 2τ m f) / (1 + 2τ m), v = u + τ div p
             v = torch.add(u, _div(p, d), alpha=tau).add_(mf, alpha=2.0 * tau)
             if m is None:
@@ -149,16 +189,10 @@ def logtv_denoise(field: np.ndarray | torch.Tensor, config: LogTVConfig = LogTVC
         input's device). Pixels that were NaN are NaN again; the values around them come
         from data outside plus the regulariser's fill of the hole.
     """
-    if not (torch.is_tensor(field) or isinstance(field, np.ndarray)):
-        raise TypeError(f"expected a numpy array or torch tensor, got {type(field).__name__}")
-    if field.ndim not in (2, 3, 4):
-        raise ValueError("expected shape (H, W), (C, H, W) or (B, C, H, W), got "
-                         f"{tuple(field.shape)}")
-    x = _as_tensor(field)
-    if x.is_complex() or x.dtype == torch.bool:
-        raise TypeError(f"expected a real-valued field, got dtype {x.dtype}")
-    dev = torch.device(device) if device is not None else x.device
-    f = x.reshape(-1, *x.shape[-2:]).to(device=dev, dtype=torch.float32)
+    x = _as_tensor(field, torch.float32)
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(f"expected shape (H, W), (C, H, W) or (B, C, H, W), got {tuple(x.shape)}")
+    f = x.reshape(-1, *x.shape[-2:]).to(device if device is not None else x.device)
     valid = torch.isfinite(f)
     with torch.no_grad():
         if config.lam == 0 or f.numel() == 0:
@@ -166,11 +200,9 @@ def logtv_denoise(field: np.ndarray | torch.Tensor, config: LogTVConfig = LogTVC
         elif bool(valid.all()):
             u = _mm_solve(f, None, config)
         else:
-            # start holes at their plane's mean; the mask drops their data term
+            # holes start from a smooth fill; the mask drops their data term
             m = valid.to(f.dtype)
-            f0 = torch.where(valid, f, 0.0)
-            mean = f0.sum(dim=(1, 2), keepdim=True) / m.sum(dim=(1, 2), keepdim=True).clamp(1)
-            u = _mm_solve(torch.where(valid, f0, mean), m, config)
+            u = _mm_solve(_fill_holes(torch.where(valid, f, 0.0), m), m, config)
         u = torch.where(valid, u, torch.nan).reshape(x.shape)
     if torch.is_tensor(field):
         return u.to(field.device)

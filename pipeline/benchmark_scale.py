@@ -5,8 +5,8 @@ Run it under GNU time to get the peak RSS of the whole process tree's parent::
     .venv/bin/python -m pipeline.benchmark_scale --size 8192 --workers 2 --out /tmp/scale
 
 It writes the pair as tiled GeoTIFFs (texture: the committed Landsat crop mirrored to
-size, moved by an Okada rupture), then runs ``microflow pair`` in a child process under
-``/usr/bin/time -v`` and prints wall time, Mpx/s and peak RSS of the driver and of each
+size, moved by a smooth ±0.5 px fault-like field), then runs ``microflow pair`` in a
+child process under ``/usr/bin/time -v`` and prints wall time, Mpx/s and peak RSS of the driver and of each
 Dask worker (memory is bounded by tile size × workers, not by the scene size).
 """
 
@@ -29,8 +29,7 @@ def make_scene(out: Path, size: int, block: int = 1024) -> tuple[Path, Path]:
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
-    from model.okada import Fault
-    from model.synthetic import fault_field, resample_post
+    from model.synthetic import resample_post
     from pipeline.demo import TEXTURE
 
     out.mkdir(parents=True, exist_ok=True)
@@ -40,9 +39,14 @@ def make_scene(out: Path, size: int, block: int = 1024) -> tuple[Path, Path]:
     row = np.concatenate([tex, tex[:, ::-1]] * reps, axis=1)
     big = np.concatenate([row, row[::-1]] * reps, axis=0)
     h = w = size
-    fault = Fault(east=w / 2, north=-h / 2, top_depth=0.0, strike_deg=30.0, dip_deg=85.0,
-                  length=4.0 * size, width=size / 2, rake_deg=180.0, slip=1.0)
-    fn = fault_field(fault)
+    # a smooth-edged fault-like field: ±0.5 px parallel to a line through the centre
+    angle = np.deg2rad(30.0)
+
+    def fn(cols, rows):
+        dist = (cols - w / 2) * np.cos(angle) - (rows - h / 2) * np.sin(angle)
+        s = 0.5 * np.tanh(dist / 20.0)
+        return s * np.sin(angle), s * np.cos(angle)
+
     profile = dict(driver="GTiff", width=w, height=h, count=1, dtype="uint16",
                    crs="EPSG:32611", transform=from_origin(400000, 4000000, 10, 10),
                    tiled=True, blockxsize=512, blockysize=512, compress="deflate", nodata=0)

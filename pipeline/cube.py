@@ -111,7 +111,7 @@ def cube_exists(path: str | Path) -> bool:
     """Whether ``path`` holds a cube: a Zarr group with ``x``, ``y`` and ``valid`` arrays."""
     try:
         g = _open_group(path)
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError, zarr.errors.BaseZarrError):
         return False
     members = set(g.array_keys())
     return {"x", "y", "valid"} <= members
@@ -320,6 +320,7 @@ def add_pair(path: str | Path, *, pre_time: Any, post_time: Any, pre_id: str, po
     n = _n_pairs(g)
     pairs = list(zip(_strings(g["pre_id"][:n]), _strings(g["post_id"][:n]), strict=True))
     if (pre_id, post_id) in pairs:
+        _consolidate(path)  # in case the run that added it died before doing so
         return pairs.index((pre_id, post_id))
     provenance = json.dumps(_jsonable_attrs(attrs), sort_keys=True)
     values = {"pair": n, "pre_time": _time_value(pre_time), "post_time": _time_value(post_time),
@@ -416,7 +417,7 @@ async def _list_keys(store: Any, prefix: str) -> set[str]:
 
 def done_blocks(path: str | Path, pair: int) -> set[tuple[int, int]]:
     """Completed blocks ``(bi, bj)`` of ``pair`` (block origin = ``(bi * C, bj * C)``):
-    those whose ``valid`` chunk is stored."""
+    those whose ``valid`` chunk is stored. Empty for a pair not in the cube."""
     valid = _open_array(path, "valid")
     if not 0 <= pair < valid.shape[0]:
         return set()

@@ -301,3 +301,13 @@ def test_concurrent_block_writes_from_processes_equal_sequential_writes(tmp_path
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     assert cube.done_blocks(concurrent, 0) == cube.done_blocks(sequential, 0) == set(BLOCKS)
+
+
+def test_rerunning_add_pair_refreshes_consolidated_metadata_left_stale_by_a_crash(
+        path, monkeypatch):
+    monkeypatch.setattr(cube, "_consolidate", lambda path: None)  # died before consolidating
+    _add(path)
+    monkeypatch.undo()
+    assert xr.open_zarr(path, consolidated=True).sizes["pair"] == 0  # readers: old state
+    assert _add(path) == 0
+    assert xr.open_zarr(path, consolidated=True).sizes["pair"] == 1
