@@ -66,9 +66,9 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
                   textures: tuple[str, ...] = ("landsat-test", "fractal-unseen")) -> Path:
     """Evaluate, then write ``benchmark.md``, ``benchmark.json`` and figures to ``out``."""
     import torch
-    from model.denoise import LogTVConfig, logtv_denoise
 
     from model.correlator import CorrelatorConfig, frequency_correlate
+    from model.denoise import LogTVConfig, logtv_denoise
     from model.evaluate import run_methods, summarise
     from model.inference import estimate_displacement, get_model
     from pipeline.report import figure_pair, markdown_tables
@@ -91,10 +91,11 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
         log.info("evaluating %d %s pairs", len(pairs), kind)
         s = run_methods(pairs, methods, kind, derived, keep_flows=figures)
         if figures:
+            per_pair = len(methods) + len(derived)  # run_methods scores pair by pair
             for i, pair in enumerate(pairs):
                 if i % (2 * n_per_group) == n_per_group:  # one with change per range
-                    flows = {x.method: x.flow for x in s if x.flow is not None
-                             and x.range == pair.params["range"] and x.change}
+                    mine = s[i * per_pair:(i + 1) * per_pair]
+                    flows = {x.method: x.flow for x in mine}
                     flows = {k: flows[k] for k in names if k in flows}
                     figure_pair(pair, flows, out / f"{kind}_{pair.params['range']}.png",
                                 f"{kind}, {pair.params['range']}, with temporal change")

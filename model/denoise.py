@@ -16,8 +16,13 @@ data term), warm-started from the previous u and dual field. Small gradients (no
 weights near 1/ε and are flattened; a fault's jump gets a weight near 1/|jump| and stays
 sharp. All planes are solved at once, vectorised on the device.
 
-Missing data: NaN pixels get a zero data weight, so the regulariser fills them from their
-surroundings; they are NaN again in the output.
+Missing data: NaN (or ±inf) pixels get a zero data weight, so the regulariser fills them
+from their surroundings (starting from a pull–push average of the data around them); they
+are NaN again in the output.
+
+Defaults (px units, chosen on a 256² ramp + bump + 2 px step field with 0.1 px noise):
+λ = 0.06, ε = 0.15, 6 × 20 iterations cut the noise ~9× away from the step and keep its
+height within 2 %; ``LogTVConfig.for_noise(σ)`` rescales them to other noise levels.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ Run it under GNU time to get the peak RSS of the whole process tree's parent::
 
 It writes the pair as tiled GeoTIFFs (texture: the committed Landsat crop mirrored to
 size, moved by a smooth ±0.5 px fault-like field), then runs ``microflow pair`` in a
-child process under ``/usr/bin/time -v`` and prints wall time, Mpx/s and peak RSS of the driver and of each
-Dask worker (memory is bounded by tile size × workers, not by the scene size).
+child process under ``/usr/bin/time -v`` and prints wall time, Mpx/s and the peak RSS of
+the driver and of each Dask worker (memory is bounded by tile size × workers, not by the
+scene size).
 """
 
 from __future__ import annotations
