@@ -36,9 +36,10 @@ def make_scene(out: Path, size: int, block: int = 1024) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     with rasterio.open(TEXTURE) as src:
         tex = src.read(1).astype(np.float64)
-    reps = (size + 64) // min(tex.shape) + 2
-    row = np.concatenate([tex, tex[:, ::-1]] * reps, axis=1)
-    big = np.concatenate([row, row[::-1]] * reps, axis=0)
+    n = size + 64  # mirror-tile the crop just past the scene size (float32: bounded memory)
+    tex = tex.astype(np.float32)
+    row = np.concatenate([tex, tex[:, ::-1]] * (n // (2 * tex.shape[1]) + 1), axis=1)[:, :n]
+    big = np.concatenate([row, row[::-1]] * (n // (2 * row.shape[0]) + 1), axis=0)[:n]
     h = w = size
     # a smooth-edged fault-like field: ±0.5 px parallel to a line through the centre
     angle = np.deg2rad(30.0)
@@ -63,8 +64,10 @@ def make_scene(out: Path, size: int, block: int = 1024) -> tuple[Path, Path]:
                 def local(cols, rows, r=r, c=c):
                     return fn(cols + c, rows + r)
 
-                moved, _ = resample_post(big, local, (win.height, win.width),
-                                         origin=(r + 32, c + 32))
+                # only this block's neighbourhood (displacements are < 1 px)
+                sub_big = big[r:r + win.height + 64, c:c + win.width + 64]
+                moved, _ = resample_post(sub_big, local, (win.height, win.width),
+                                         origin=(32, 32))
                 post.write(np.clip(moved, 1, 65535).astype(np.uint16), 1, window=win)
     return paths
 
