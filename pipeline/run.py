@@ -51,13 +51,18 @@ def software_version() -> str:
 def provenance(cfg: InferenceConfig, logtv: LogTVConfig, denoise_halo: int, band: str,
                extra: dict | None = None) -> dict:
     """Cube attributes: software, model and weights hash, tiling, log-TV, band, time."""
-    from model.registry import default_model_name, resolve_weights, sha256
+    import json
+
+    from model.config import get_config
+    from model.registry import default_model_name, read_metadata, resolve_weights, sha256
 
     name = cfg.weights or default_model_name(cfg.device) or "untrained:small"
-    digest = "untrained" if name.startswith("untrained:") else sha256(resolve_weights(name))
-    from model.registry import load_model
-
-    iterations = load_model(name, device="cpu").config.iterations
+    if name.startswith("untrained:"):  # config from its name, no weights to hash
+        digest, iterations = "untrained", get_config(name.split(":", 1)[1]).iterations
+    else:  # config from the file's metadata: no need to load the weights here
+        path = resolve_weights(name)
+        digest = sha256(path)
+        iterations = json.loads(read_metadata(path)["config"])["iterations"]
     attrs = {
         "title": "MicroFlow ground displacement",
         "software": "microflow",
