@@ -5,6 +5,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import xarray as xr
+
 from model.denoise import LogTVConfig, logtv_denoise
 
 

@@ -5,13 +5,13 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 import rasterio
-from pipeline.search import search_pairs
-from pipeline.stac_items import make_collection, make_item
-from pipeline.stac_server import LocalStacServer
 from rasterio.transform import from_origin
 
 from pipeline.load import load_pair
 from pipeline.plan import SearchParams
+from pipeline.search import search_pairs
+from pipeline.stac_items import make_collection, make_item
+from pipeline.stac_server import LocalStacServer
 
 EVENT = datetime(2024, 3, 10, tzinfo=UTC)
 T = from_origin(600000.0, 4200000.0, 10.0, 10.0)
