@@ -37,9 +37,6 @@ class SampleSet:
     def from_dict(cls, d) -> SampleSet:
         return cls(**{k: np.asarray(d[k]) for k in cls.__dataclass_fields__})
 
-    def subset(self, idx: np.ndarray) -> SampleSet:
-        return SampleSet(**{k: v[idx] for k, v in self.__dict__.items()})
-
 
 def generate_samples(textures: list[np.ndarray], n: int, size: int, rng: np.random.Generator,
                      ranges: list[str] | None = None, change_fraction: float = 0.5

@@ -64,11 +64,9 @@ class Cluster:
     """A real `dask scheduler` and `dask worker` processes on 127.0.0.1."""
 
     def __init__(self, tmp: Path, workers: list[list[str]]):
-        import socket
+        from pipeline.stac_server import free_port
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         self.address = f"tcp://127.0.0.1:{port}"
         dask = str(Path(sys.executable).with_name("dask"))
         env = dict(os.environ, OMP_NUM_THREADS="1")

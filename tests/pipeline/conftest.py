@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from pipeline.stac_server import LocalStacServer
+from pipeline.stac_server import LocalStacServer, free_port
 
 
 @pytest.fixture
 def closed_port_url() -> str:
     """``http://127.0.0.1:<port>`` where nothing listens (connections are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture

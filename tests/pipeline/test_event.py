@@ -66,11 +66,9 @@ def test_bad_searches_fail_clearly_and_write_no_cube(demo_server, tmp_path, chan
 
 
 def test_unreachable_stac_url_fails_fast(tmp_path):
-    import socket
+    from pipeline.stac_server import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = tmp_path / "cube.zarr"
     with pytest.raises(StacUnavailableError, match=str(port)):
         run_event(_params(f"http://127.0.0.1:{port}", (0, 0, 1, 1)), out)
