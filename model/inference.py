@@ -36,12 +36,13 @@ def scene_stats(image: np.ndarray) -> tuple[float, float]:
 @torch.no_grad()
 def predict_tiles(model: MicroFlow, pre_tiles: np.ndarray, post_tiles: np.ndarray,
                   stats: tuple[tuple[float, float], tuple[float, float]],
-                  bf16: bool | None = None) -> np.ndarray:
+                  bf16: bool | None = None, levels: int | None = None) -> np.ndarray:
     """Run the model on a batch of tiles.
 
     Args:
         pre_tiles, post_tiles: ``(B, th, tw)`` float32 (NaN = nodata).
         stats: scene-wide ``((pre_mean, pre_std), (post_mean, post_std))``.
+        levels: coarse-to-fine levels (default: the model's own).
     Returns:
         ``(B, 2, th, tw)`` float32 ``(dx, dy)`` in pixels (final iteration).
     """
@@ -51,7 +52,7 @@ def predict_tiles(model: MicroFlow, pre_tiles: np.ndarray, post_tiles: np.ndarra
     post = torch.from_numpy(np.ascontiguousarray(post_tiles[:, None])).to(device)
     t = [(torch.tensor(m, device=device), torch.tensor(s, device=device)) for m, s in stats]
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-        flow = model(pre, post, stats=(t[0], t[1]))[-1]
+        flow = model(pre, post, stats=(t[0], t[1]), levels=levels)[-1]
     return flow.float().cpu().numpy()
 
 
@@ -64,11 +65,13 @@ def infer_mosaic(
     halo: int = 64,
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    levels: int | None = None,
 ) -> np.ndarray:
     """Raw (not denoised) field ``(2, H, W)`` of two float32 images, by tiles.
 
     Tiles of ``tile + 2*halo`` px are batched (equal shapes together) and blended with
-    feathered weights; ``stats`` are scene-wide normalisation statistics.
+    feathered weights; ``stats`` are scene-wide normalisation statistics; ``levels``
+    overrides the model's coarse-to-fine levels.
     """
     tiles = tile_grid(pre.shape, tile, halo)
     mosaic = Mosaic(2, pre.shape, halo)
@@ -80,7 +83,8 @@ def infer_mosaic(
         for i in range(0, len(group), batch_size):
             batch = group[i:i + batch_size]
             flows = predict_tiles(model, np.stack([pre[t.slices] for t in batch]),
-                                  np.stack([post[t.slices] for t in batch]), stats)
+                                  np.stack([post[t.slices] for t in batch]), stats,
+                                  levels=levels)
             for t, f in zip(batch, flows, strict=True):
                 mosaic.add(t, f)
             done += len(batch)
@@ -102,6 +106,7 @@ def estimate_displacement(
     nodata: float | None = None,
     denoise_config: LogTVConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    levels: int | None = None,
 ) -> np.ndarray:
     """Dense displacement ``(dx, dy)`` from ``pre`` to ``post`` with MicroFlow.
 
@@ -115,6 +120,7 @@ def estimate_displacement(
         tile, halo: tile core and context sizes in pixels for large images.
         batch_size: tiles per forward pass.
         progress: called as ``progress(done, total)`` after each batch of tiles.
+        levels: coarse-to-fine levels, overriding the model's (0: single scale).
 
     Returns:
         ``(2, H, W)`` float32 ``(dx, dy)`` in pixels such that
@@ -131,7 +137,7 @@ def estimate_displacement(
         "cuda" if torch.cuda.is_available() else "cpu")
     model = get_model(weights, dev)
     stats = (scene_stats(a), scene_stats(b))
-    flow = infer_mosaic(model, a, b, stats, tile, halo, batch_size, progress)
+    flow = infer_mosaic(model, a, b, stats, tile, halo, batch_size, progress, levels)
     missing = ~(np.isfinite(a) & np.isfinite(b))
     if denoise:
         flow[:, missing] = np.nan

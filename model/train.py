@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ class TrainConfig:
     val_every: int = 200
     seed: int = 0
     range_balanced: bool = True  # weight each pair's L1 by 1/clip(peak, 0.5, 10)
+    pyramid_levels: int | None = None  # set the model's coarse-to-fine levels (None: keep)
+    pyramid_fraction: float = 0.5  # share of batches trained from the coarse-to-fine df_0
     extra: dict = field(default_factory=dict)
 
 
@@ -94,6 +96,10 @@ def train(cfg: TrainConfig, train_set: SampleSet, val_set: SampleSet, out_dir: s
     else:
         torch.manual_seed(cfg.seed)
         model = MicroFlow(get_config(cfg.config)).to(dev).train()
+    if cfg.pyramid_levels is not None and cfg.pyramid_levels != model.config.pyramid_levels:
+        log.info("coarse-to-fine levels %d -> %d", model.config.pyramid_levels,
+                 cfg.pyramid_levels)
+        model.config = replace(model.config, pyramid_levels=cfg.pyramid_levels)
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed + state["step"])
@@ -143,8 +149,11 @@ def train(cfg: TrainConfig, train_set: SampleSet, val_set: SampleSet, out_dir: s
             sw = torch.from_numpy(1.0 / np.clip(train_set.peak[idx], 0.5, 10.0)).to(dev)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
+        # A share of batches starts from the coarse-to-fine df_0 (as at inference), the
+        # rest from 0, so the network learns both the full search and the refinement.
+        levels = model.config.pyramid_levels if rng.random() < cfg.pyramid_fraction else 0
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            flows = model(a_t, b_t)
+            flows = model(a_t, b_t, levels=levels)
         loss = sequence_loss([x.float() for x in flows], f_t, cfg.gamma, v_t, sw)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -182,7 +191,9 @@ refinement iterations ({'shared' if model.config.shared_weights else 'separate'}
 - **Training data**: {json.dumps(state.get('data', {}))}
 - **Training**: Adam, lr {cfg.lr} (cosine), batch {cfg.batch}, crops of {cfg.crop} px with
   flips/transposes, γ = {cfg.gamma}, range-balanced L1: {cfg.range_balanced},
-  curriculum over {cfg.curriculum_steps} steps, seed {cfg.seed}.
+  curriculum over {cfg.curriculum_steps} steps, seed {cfg.seed}; coarse-to-fine levels
+  {model.config.pyramid_levels} (share of batches trained from the coarse df_0:
+  {cfg.pyramid_fraction}).
 - **Steps**: {state['step']}; **wall time**: {state['wall_minutes']:.1f} min
   (accumulated over resumed runs).
 - **Validation** (held-out northing band, EPE in px of the last iterate, no denoising):

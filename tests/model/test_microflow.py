@@ -90,3 +90,45 @@ def test_tiny_model_learns_a_constant_shift(texture):
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def _constant_increment_model(c: tuple[float, float], levels: int) -> MicroFlow:
+    """A tiny model whose every iteration adds exactly ``c`` px (head weights 0)."""
+    cfg = get_config("tiny")
+    model = MicroFlow(type(cfg)(**{**cfg.to_dict(), "pyramid_levels": levels})).eval()
+    head = model.backbones[0].head
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor(c))
+    return model
+
+
+def test_coarse_to_fine_start_is_the_doubled_coarse_field():
+    c = (0.25, -0.5)
+    pre, post = torch.randn(1, 1, 64, 96), torch.randn(1, 1, 64, 96)
+    single = _constant_increment_model(c, levels=0)(pre, post)[-1]
+    assert torch.allclose(single, torch.tensor(c).view(1, 2, 1, 1).expand_as(single) * 3)
+    # one level: 3c at half resolution -> 6c full-resolution px, then 3c more
+    two = _constant_increment_model(c, levels=1)(pre, post)
+    assert torch.allclose(two[0], torch.tensor(c).view(1, 2, 1, 1) * 7)
+    assert torch.allclose(two[-1], torch.tensor(c).view(1, 2, 1, 1) * 9)
+    # levels=0 overrides the config; odd sizes pool and crop back
+    odd = _constant_increment_model(c, levels=1)
+    assert torch.allclose(odd(pre, post, levels=0)[-1], single)
+    assert odd(torch.randn(2, 1, 67, 99), torch.randn(2, 1, 67, 99))[-1].shape == (2, 2, 67, 99)
+
+
+def test_an_explicit_start_field_is_refined_from_and_checked():
+    c = (0.1, 0.2)
+    model = _constant_increment_model(c, levels=1)
+    pre, post = torch.randn(1, 1, 70, 80), torch.randn(1, 1, 70, 80)
+    init = torch.full((1, 2, 70, 80), 1.5)
+    out = model(pre, post, init=init)[-1]  # an explicit df_0 replaces the coarse one
+    assert torch.allclose(out, init + 3 * torch.tensor(c).view(1, 2, 1, 1))
+    with pytest.raises(ValueError, match="init must be"):
+        model(pre, post, init=torch.zeros(1, 2, 64, 64))
+
+
+def test_negative_pyramid_levels_are_rejected():
+    with pytest.raises(ValueError, match="pyramid_levels"):
+        type(get_config("tiny"))(pyramid_levels=-1)

@@ -3,6 +3,7 @@ import json
 import numpy as np
 
 from model.dataset import SampleSet, augment_batch, generate_samples
+from model.registry import read_metadata
 from model.train import TrainConfig, train
 from model.warp import warp
 
@@ -36,4 +37,10 @@ def test_training_writes_weights_card_and_resumes(tmp_path, texture):
     assert state2["step"] == 6
     hist = json.loads((tmp_path / "t.json").read_text())["history"]
     assert [h["step"] for h in hist] == [2, 4, 6]
+    assert json.loads(read_metadata(tmp_path / "t.safetensors")["config"])["pyramid_levels"] == 0
+    cfg3 = TrainConfig(**{**cfg.__dict__, "steps": 8, "pyramid_levels": 1,
+                          "pyramid_fraction": 1.0})
+    assert train(cfg3, tr, va, tmp_path, device="cpu")["step"] == 8  # resumed, coarse-to-fine
+    assert json.loads(read_metadata(tmp_path / "t.safetensors")["config"])["pyramid_levels"] == 1
+    assert "coarse-to-fine levels\n  1" in (tmp_path / "t.md").read_text()
     assert isinstance(SampleSet.from_dict(tr.to_dict()), SampleSet)
