@@ -61,11 +61,12 @@ class MicroFlowConfig:
 
 
 CONFIGS: dict[str, MicroFlowConfig] = {
-    # CPU-sized: ~2 M parameters.
-    "small": MicroFlowConfig(),
+    # CPU-sized: ~2 M parameters, with a coarse-to-fine start (one 2x level).
+    "small": MicroFlowConfig(pyramid_levels=1),
     # The paper's backbone: 64/128 at full resolution, then 256, 512, 512, 1024
     # (4 downsamplings), separate weights per iteration, ~38 M parameters each.
-    "paper": MicroFlowConfig(stem=(64, 128), down=(256, 512, 512, 1024), shared_weights=False),
+    "paper": MicroFlowConfig(stem=(64, 128), down=(256, 512, 512, 1024), shared_weights=False,
+                             pyramid_levels=1),
     # Tiny model for fast tests.
     "tiny": MicroFlowConfig(stem=(8,), down=(16, 16, 32, 32)),
 }

@@ -67,7 +67,8 @@ VAR_ATTRS = {
     "north_raw": {"long_name": "northward ground displacement before denoising", "units": "m"},
     "valid": {"long_name": "measurement mask", "units": "1", "flag_values": [0, 1],
               "flag_meanings": "no_data measured",
-              "comment": "0 where there is no measurement (no data, cloud or edge); a "
+              "comment": "0 where there is no measurement (no data, cloud, or an edge pixel "
+                         "whose match in post lies outside the processed area); a "
                          "block's valid chunk is written last, so 0 also marks blocks "
                          "not yet (fully) written"},
 }

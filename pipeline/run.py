@@ -58,18 +58,19 @@ def provenance(cfg: InferenceConfig, logtv: LogTVConfig, denoise_halo: int, band
 
     name = cfg.weights or default_model_name(cfg.device) or "untrained:small"
     if name.startswith("untrained:"):  # config from its name, no weights to hash
-        digest, iterations = "untrained", get_config(name.split(":", 1)[1]).iterations
+        digest, mcfg = "untrained", get_config(name.split(":", 1)[1]).to_dict()
     else:  # config from the file's metadata: no need to load the weights here
         path = resolve_weights(name)
         digest = sha256(path)
-        iterations = json.loads(read_metadata(path)["config"])["iterations"]
+        mcfg = json.loads(read_metadata(path)["config"])
     attrs = {
         "title": "MicroFlow ground displacement",
         "software": "microflow",
         "software_version": software_version(),
         "model_name": name,
         "model_weights_sha256": digest,
-        "model_iterations": iterations,
+        "model_iterations": mcfg["iterations"],
+        "model_pyramid_levels": mcfg.get("pyramid_levels", 0),
         "tile_core_px": cfg.tile,
         "chunk_px": cfg.chunk,
         "halo_px": cfg.halo,
@@ -89,6 +90,19 @@ def _pixel_size(pair: xr.Dataset) -> tuple[float, float]:
     xres = float(pair.x[1] - pair.x[0])
     yres = float(pair.y[1] - pair.y[0])
     return xres, yres
+
+
+def lands_inside(raw: xr.DataArray) -> xr.DataArray:
+    """Where ``(row + dy, col + dx)`` falls inside the image (bool ``(y, x)``).
+
+    ``raw`` is the ``(component, y, x)`` field in pixels. Elsewhere the ``post`` pixel
+    that matches is outside the processed area, so the model had nothing to measure.
+    """
+    ny, nx = raw.sizes["y"], raw.sizes["x"]
+    col = xr.DataArray(np.arange(nx, dtype=np.float32), dims="x") + raw.sel(component="dx")
+    row = xr.DataArray(np.arange(ny, dtype=np.float32), dims="y") + raw.sel(component="dy")
+    inside = (col >= 0) & (col <= nx - 1) & (row >= 0) & (row <= ny - 1)
+    return inside.drop_vars("component", errors="ignore").transpose("y", "x")
 
 
 def process_pair(pair: xr.Dataset, out: str | Path, meta: PairMeta, *,
@@ -126,7 +140,7 @@ def process_pair(pair: xr.Dataset, out: str | Path, meta: PairMeta, *,
     raw = displacement_raw(pair, stats, cfg, gpu=gpu)
     den = denoise_chunked(raw, logtv, denoise_halo)
     measured = (np.isfinite(pair["pre"]) & np.isfinite(pair["post"])
-                & np.isfinite(raw).all("component"))
+                & np.isfinite(raw).all("component") & lands_inside(raw))
     fields = {
         "east_raw": raw.sel(component="dx", drop=True) * xres,
         "north_raw": raw.sel(component="dy", drop=True) * -abs(yres),
