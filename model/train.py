@@ -35,7 +35,7 @@ class TrainConfig:
     config: str = "small"
     name: str = "microflow-small"
     batch: int = 8
-    crop: int = 128
+    crop: int = 256
     lr: float = 1e-4
     gamma: float = 0.8
     steps: int = 100000  # total step budget (the LR schedule spans it)
@@ -82,6 +82,11 @@ def train(cfg: TrainConfig, train_set: SampleSet, val_set: SampleSet, out_dir: s
 
     Returns the final state dict (step, wall time, best validation EPE per range).
     """
+    size = min(train_set.pre.shape[-2:])
+    if cfg.crop > size:
+        raise ValueError(f"crop {cfg.crop} px is larger than the training samples "
+                         f"({size} px): make samples with `microflow data --size "
+                         f"{cfg.crop + 32}` or train with --crop {size} or less")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights_path = out / f"{cfg.name}.safetensors"

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from model.dataset import SampleSet, augment_batch, generate_samples
 from model.registry import read_metadata
@@ -44,3 +45,10 @@ def test_training_writes_weights_card_and_resumes(tmp_path, texture):
     assert json.loads(read_metadata(tmp_path / "t.safetensors")["config"])["pyramid_levels"] == 1
     assert "coarse-to-fine levels\n  1" in (tmp_path / "t.md").read_text()
     assert isinstance(SampleSet.from_dict(tr.to_dict()), SampleSet)
+
+
+def test_a_crop_larger_than_the_samples_is_refused_with_a_hint(tmp_path, texture):
+    s = generate_samples([texture.astype(np.float32)], 2, 96, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="microflow data --size 160"):
+        train(TrainConfig(config="tiny", crop=128, steps=1), s, s, tmp_path, device="cpu")
+    assert not any(tmp_path.iterdir())  # nothing written
