@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from model.dataset import RANGE_NAMES, SampleSet
-from model.metrics import epe
 from model.microflow import MicroFlow
 from model.precision import use_bf16
 from model.registry import load_model
+from model.train import evaluate
 
 
 def flip_average(model: MicroFlow, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
@@ -59,21 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     }
     print(f"{model.weights_name}, {len(sel)} pairs of {args.val}")
     for name, (fn, autocast) in variants.items():
-        errs: dict[str, list[float]] = {n: [] for n in RANGE_NAMES}
         t0 = time.perf_counter()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            for i in range(0, len(sel), 8):
-                idx = sel[i:i + 8]
-                f = fn(torch.from_numpy(s.pre[idx][:, None]),
-                       torch.from_numpy(s.post[idx][:, None])).float().numpy()
-                for j, k in enumerate(idx):
-                    v = s.valid[k].copy()
-                    v[:8] = v[-8:] = False
-                    v[:, :8] = v[:, -8:] = False
-                    errs[RANGE_NAMES[s.range_idx[k]]].append(epe(f[j], s.flow[k], v))
-        per = " ".join(f"{k} {np.mean(v):.3f}" for k, v in errs.items())
-        overall = np.mean([e for v in errs.values() for e in v])
-        print(f"{name:>18}: all {overall:.3f} | {per} | "
+        errs = evaluate(model, s, torch.device("cpu"), autocast, predict=fn, border=8,
+                        indices=sel)
+        per = " ".join(f"{k} {v:.3f}" for k, v in errs.items() if k != "all")
+        print(f"{name:>18}: all {errs['all']:.3f} | {per} | "
               f"{time.perf_counter() - t0:.1f} s")
 
 

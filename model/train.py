@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -58,18 +59,31 @@ def _range_probabilities(step: int, cfg: TrainConfig, present: np.ndarray) -> np
 
 
 def evaluate(model: MicroFlow, val: SampleSet, device: torch.device, bf16: bool,
-             batch: int = 8) -> dict[str, float]:
-    """Mean EPE (px) of the final estimate per displacement range and overall."""
+             batch: int = 8, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+             | None = None, border: int = 0, indices: np.ndarray | None = None
+             ) -> dict[str, float]:
+    """Mean EPE (px) per displacement range and overall (``all``).
+
+    ``predict(pre, post)`` gives the ``(B, 2, H, W)`` field (default: the model's last
+    iterate); pixels within ``border`` px of the edge are left out; ``indices`` picks a
+    subset of ``val``.
+    """
+    predict = predict or (lambda a, b: model(a, b)[-1])
+    idx_all = np.arange(len(val)) if indices is None else np.asarray(indices)
     model.eval()
     errs: dict[str, list[float]] = {n: [] for n in RANGE_NAMES}
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        for i in range(0, len(val), batch):
-            a = torch.from_numpy(val.pre[i:i + batch, None]).to(device)
-            b = torch.from_numpy(val.post[i:i + batch, None]).to(device)
-            pred = model(a, b)[-1].float().cpu().numpy()
-            for j, f in enumerate(pred):
-                k = i + j
-                errs[RANGE_NAMES[val.range_idx[k]]].append(epe(f, val.flow[k], val.valid[k]))
+        for i in range(0, len(idx_all), batch):
+            idx = idx_all[i:i + batch]
+            a = torch.from_numpy(val.pre[idx][:, None]).to(device)
+            b = torch.from_numpy(val.post[idx][:, None]).to(device)
+            pred = predict(a, b).float().cpu().numpy()
+            for f, k in zip(pred, idx, strict=True):
+                valid = val.valid[k].copy()
+                if border:
+                    valid[:border] = valid[-border:] = False
+                    valid[:, :border] = valid[:, -border:] = False
+                errs[RANGE_NAMES[val.range_idx[k]]].append(epe(f, val.flow[k], valid))
     model.train()
     out = {n: float(np.mean(v)) for n, v in errs.items() if v}
     out["all"] = float(np.mean([x for v in errs.values() for x in v]))
