@@ -140,6 +140,13 @@ def train(cfg: TrainConfig, train_set: SampleSet, val_set: SampleSet, out_dir: s
         state["history"].append({"step": step, **{k: round(v, 4) for k, v in val.items()}})
         state["last"] = val
         state["train_config"] = asdict(cfg)
+        runs = state.setdefault("runs", [])  # one entry per (resumed) run
+        if not runs or runs[-1]["from_step"] != start_step:
+            runs.append({"from_step": start_step})
+        runs[-1].update(to_step=step, minutes=round((time.monotonic() - t0) / 60, 2),
+                        **{k: v for k, v in asdict(cfg).items()
+                           if k not in ("name", "steps", "minutes", "val_every", "extra")},
+                        schedule_steps=cfg.steps)
         state["data"] = data_info or state.get("data", {})
         if state["best"] is None or val["all"] <= state["best"]["all"]:
             state["best"] = {"step": step, **val}
@@ -200,6 +207,10 @@ def write_card(path: Path, cfg: TrainConfig, state: dict, model: MicroFlow) -> N
     n_params = sum(p.numel() for p in model.parameters())
     last = state.get("last", {})
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in last.items())
+    runs = "\n".join(f"- steps {r['from_step']}–{r['to_step']}, {r['minutes']} min: "
+                     + ", ".join(f"{k} {v}" for k, v in r.items()
+                                 if k not in ("from_step", "to_step", "minutes"))
+                     for r in state.get("runs", [])) or "- (not recorded)"
     text = f"""# {cfg.name}
 
 MicroFlow (Bertrand et al. 2025): correlation-free U-Net with {model.config.iterations}
@@ -220,6 +231,10 @@ refinement iterations ({'shared' if model.config.shared_weights else 'separate'}
 | range | EPE (px) |
 |---|---|
 {rows}
+
+Runs (each resumed from the previous one's weights):
+
+{runs}
 
 Best validation EPE so far: {json.dumps(state.get('best'))}.
 Weights are safetensors (no pickle); load with `model.load_model("{cfg.name}")`.

@@ -44,6 +44,10 @@ def test_training_writes_weights_card_and_resumes(tmp_path, texture):
     assert train(cfg3, tr, va, tmp_path, device="cpu")["step"] == 8  # resumed, coarse-to-fine
     assert json.loads(read_metadata(tmp_path / "t.safetensors")["config"])["pyramid_levels"] == 1
     assert "coarse-to-fine levels\n  1" in (tmp_path / "t.md").read_text()
+    runs = json.loads((tmp_path / "t.json").read_text())["runs"]  # one entry per run
+    assert [(r["from_step"], r["to_step"]) for r in runs] == [(0, 4), (4, 6), (6, 8)]
+    assert [r["pyramid_levels"] for r in runs] == [None, None, 1]
+    assert "steps 6–8" in (tmp_path / "t.md").read_text()
     assert isinstance(SampleSet.from_dict(tr.to_dict()), SampleSet)
 
 
