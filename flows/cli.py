@@ -209,10 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="download textures and pre-generate training samples")
     d.add_argument("--out", help="folder for the sample files (default: cache)")
-    d.add_argument("--train-samples", type=int, default=2000)
+    d.add_argument("--train-samples", type=int, default=4000)
     d.add_argument("--val-samples", type=int, default=128)
-    d.add_argument("--size", type=int, default=288,
-                   help="pair size, px (crops of --crop are cut from it in training)")
+    d.add_argument("--size", type=int, default=160,
+                   help="pair size, px (at most 168 for the validation band; see README)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--force", action="store_true")
     d.set_defaults(func=cmd_data)
@@ -224,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val", required=True, help="val .npz from `microflow data`")
     t.add_argument("--out", default="model/weights", help="folder for weights and card")
     t.add_argument("--batch", type=int, default=8)
-    t.add_argument("--crop", type=int, default=256,
-                   help="training crop, px (at most the samples' size)")
+    t.add_argument("--crop", type=int, default=128,
+                   help="training crop, px (at most the training samples' size)")
     t.add_argument("--lr", type=float, default=1e-4)
     t.add_argument("--steps", type=int, default=100000, help="total steps (LR schedule)")
     t.add_argument("--minutes", type=float, default=60.0, help="wall-time budget of this run")

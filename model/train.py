@@ -36,7 +36,7 @@ class TrainConfig:
     config: str = "small"
     name: str = "microflow-small"
     batch: int = 8
-    crop: int = 256
+    crop: int = 128
     lr: float = 1e-4
     gamma: float = 0.8
     steps: int = 100000  # total step budget (the LR schedule spans it)
