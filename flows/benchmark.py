@@ -12,6 +12,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+SINGLE_SCALE = "microflow-1scale"  # ablation row: the same weights without coarse-to-fine
+
+
 def make_pairs(kind: str, n_per_group: int, size: int, seed: int) -> list:
     """Pairs on the held-out test split (``landsat-test``) or unseen fractal textures."""
     from model.synthetic import RANGES, fractal_texture, make_pair
@@ -85,9 +88,9 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
     derived = {"microflow+logtv": ("microflow", lambda f: logtv_denoise(f, logtv))}
     names = ["microflow", "microflow+logtv", "correlator"]
     if model.config.pyramid_levels:  # ablation: the same weights without coarse-to-fine
-        methods["microflow-1scale"] = lambda a, b: estimate_displacement(
+        methods[SINGLE_SCALE] = lambda a, b: estimate_displacement(
             a, b, denoise=False, weights=weights, levels=0)
-        names.insert(1, "microflow-1scale")
+        names.insert(1, SINGLE_SCALE)
     scores = []
     for kind in textures:
         log.info("generating %s pairs", kind)
@@ -101,7 +104,7 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
                     mine = s[i * per_pair:(i + 1) * per_pair]
                     flows = {x.method: x.flow for x in mine}
                     flows = {k: flows[k] for k in names
-                             if k in flows and k != "microflow-1scale"}
+                             if k in flows and k != SINGLE_SCALE}
                     figure_pair(pair, flows, out / f"{kind}_{pair.params['range']}.png",
                                 f"{kind}, {pair.params['range']}, with temporal change")
         for x in s:
