@@ -9,7 +9,7 @@ import torch
 
 from .denoise import LogTVConfig, logtv_denoise
 from .microflow import MicroFlow
-from .normalize import as_float_image
+from .normalize import as_float_image, robust_stats
 from .precision import use_bf16
 from .registry import load_model
 from .tiling import Mosaic, Tile, tile_grid
@@ -26,11 +26,9 @@ def get_model(weights: str | None, device: torch.device) -> MicroFlow:
 
 
 def scene_stats(image: np.ndarray) -> tuple[float, float]:
-    """Mean and std of the finite pixels of a float image."""
-    v = image[np.isfinite(image)]
-    if v.size == 0:
-        raise ValueError("image has no valid (finite, non-nodata) pixel")
-    return float(v.mean()), float(v.std())
+    """Robust centre and scale of the finite pixels of a float image (see
+    :func:`model.normalize.robust_stats`)."""
+    return robust_stats(image)
 
 
 @torch.no_grad()

@@ -23,26 +23,49 @@ def as_float_image(image: np.ndarray, nodata: float | None = None) -> np.ndarray
     return out
 
 
+MAD_TO_STD = 1.4826
+"""1.4826 × the median absolute deviation estimates the std of a normal distribution."""
+
+
 def image_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std ``(B, C, 1, 1)`` of each image of ``(B, C, H, W)`` over finite pixels."""
-    valid = torch.isfinite(images)
-    x = torch.where(valid, images, torch.zeros_like(images))
-    n = valid.sum(dim=(-2, -1), keepdim=True).clamp(min=1)
-    mean = x.sum(dim=(-2, -1), keepdim=True) / n
-    var = (torch.where(valid, x - mean, torch.zeros_like(x)) ** 2).sum(
-        dim=(-2, -1), keepdim=True) / n
-    return mean, var.sqrt()
+    """Robust centre and scale ``(B, C, 1, 1)`` of each image of ``(B, C, H, W)``.
+
+    The median and 1.4826 × the median absolute deviation of the finite pixels: unlike
+    the mean and std, they are not dragged by clouds, saturated or changed areas (a
+    cloudy quarter of a real Sentinel-2 scene squashed the ground's contrast by half).
+    """
+    flat = images.flatten(-2).float()
+    center = torch.nanmedian(flat, dim=-1).values
+    scale = torch.nanmedian((flat - center[..., None]).abs(), dim=-1).values * MAD_TO_STD
+    # all-NaN images give NaN: make them neutral (every pixel is masked anyway)
+    center = torch.nan_to_num(center, nan=0.0)
+    scale = torch.nan_to_num(scale, nan=1.0)
+    return center[..., None, None].to(images.dtype), scale[..., None, None].to(images.dtype)
+
+
+def robust_stats(values: np.ndarray) -> tuple[float, float]:
+    """Median and 1.4826 × MAD (same units as ``values``) of the finite values of an array.
+
+    The scene-wide counterpart of :func:`image_stats`, for tiles of a larger image.
+    Raises ValueError if no value is finite.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise ValueError("image has no valid (finite, non-nodata) pixel")
+    center = float(np.median(v))
+    return center, float(np.median(np.abs(v - center)) * MAD_TO_STD)
 
 
 def normalize(images: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None,
               eps: float = 1e-6) -> torch.Tensor:
-    """Normalise ``(B, C, H, W)`` images to zero mean and unit std.
+    """Normalise ``(B, C, H, W)`` images to zero median and unit robust scale.
 
-    ``stats`` = ``(mean, std)`` broadcastable to the images; by default each image's own
-    (``image_stats``). Passing scene-wide statistics makes a tile normalise exactly as
+    ``stats`` = ``(center, scale)`` broadcastable to the images; by default each image's
+    own (``image_stats``). Passing scene-wide statistics makes a tile normalise exactly as
     the whole scene does, which keeps tiled inference seamless. NaN pixels become 0.
     """
-    mean, std = image_stats(images) if stats is None else stats
+    center, scale = image_stats(images) if stats is None else stats
     valid = torch.isfinite(images)
-    out = (images - mean) / (std + eps)
+    out = (images - center) / (scale + eps)
     return torch.where(valid, out, torch.zeros_like(out))
