@@ -77,7 +77,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     """Evaluate MicroFlow and the correlator; write Markdown and figures."""
     import torch
 
-    from .benchmark import run_benchmark
+    from bench.benchmark import run_benchmark
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from flows.ablation import flip_average, main
+from bench.ablation import flip_average, main
 from model.dataset import generate_samples
 
 

@@ -1,6 +1,6 @@
 """Inference variants of one set of weights on a validation sample file (EPE per range).
 
-    python -m flows.ablation --val ~/.cache/microflow/samples/val-160-0.npz
+    python -m bench.ablation --val ~/.cache/microflow/samples/val-160-0.npz
 
 Compares the model as shipped with: no coarse-to-fine start, one more pyramid level, more
 refinement iterations, the average over the four flips (test-time augmentation), and fp32
