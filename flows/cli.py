@@ -28,7 +28,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     for split, n in (("train", args.train_samples), ("val", args.val_samples)):
         if n <= 0:
             continue
-        path = out / f"{split}-{args.size}-{args.seed}.npz"
+        mix = "" if args.change_fraction == 0.5 else f"-c{args.change_fraction:g}"
+        mix += f"-r{args.realistic_fraction:g}" if args.realistic_fraction > 0 else ""
+        path = out / f"{split}-{args.size}-{args.seed}{mix}.npz"
         if path.is_file() and not args.force:
             logging.info("%s exists, skipping (use --force to rebuild)", path)
             continue
@@ -37,7 +39,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         crops = random_crops(textures, max(n // 4, 8), args.size + 32, rng)
         logging.info("generating %d %s pairs of %d px from %d textures", n, split, args.size,
                      len(textures))
-        samples = generate_samples(crops, n, args.size, rng)
+        samples = generate_samples(crops, n, args.size, rng,
+                                   change_fraction=args.change_fraction,
+                                   realistic_fraction=args.realistic_fraction)
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **samples.to_dict())
         tmp.replace(path)
@@ -214,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--size", type=int, default=160,
                    help="pair size, px (at most 168 for the validation band; see README)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--change-fraction", type=float, default=0.5,
+                   help="share of pairs with temporal change")
+    d.add_argument("--realistic-fraction", type=float, default=0.75,
+                   help="share of the changed pairs whose change is realistic (parcels, "
+                        "clouds, water, sensor; model/temporal_change.py), the rest simple; "
+                        "0 makes the samples of before (file name without -r)")
     d.add_argument("--force", action="store_true")
     d.set_defaults(func=cmd_data)
 

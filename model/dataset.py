@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .synthetic import RANGES, make_pair
+from .synthetic import RANGES, TemporalChange, make_pair
+from .temporal_change import RealisticChange
 
 RANGE_NAMES = list(RANGES)  # index <-> name in sample sets
 
@@ -15,8 +16,9 @@ RANGE_NAMES = list(RANGES)  # index <-> name in sample sets
 class SampleSet:
     """``n`` pairs: ``pre``/``post`` ``(n, H, W)`` float32, ``flow`` ``(n, 2, H, W)`` float32
     (px), ``valid``/``fault`` ``(n, H, W)`` bool, ``range_idx`` ``(n,)`` into
-    ``RANGE_NAMES``, ``change`` ``(n,)`` bool (temporal change applied), ``peak`` ``(n,)``
-    the largest displacement magnitude, px."""
+    ``RANGE_NAMES``, ``change`` ``(n,)`` bool (temporal change applied), ``realistic``
+    ``(n,)`` bool (that change was a ``RealisticChange``; False in files written before it
+    existed), ``peak`` ``(n,)`` the largest displacement magnitude, px."""
 
     pre: np.ndarray
     post: np.ndarray
@@ -26,6 +28,11 @@ class SampleSet:
     range_idx: np.ndarray
     change: np.ndarray
     peak: np.ndarray
+    realistic: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.realistic is None:
+            self.realistic = np.zeros(len(self.pre), bool)
 
     def __len__(self) -> int:
         return len(self.pre)
@@ -35,24 +42,33 @@ class SampleSet:
 
     @classmethod
     def from_dict(cls, d) -> SampleSet:
-        return cls(**{k: np.asarray(d[k]) for k in cls.__dataclass_fields__})
+        return cls(**{k: np.asarray(d[k]) for k in cls.__dataclass_fields__ if k in d})
 
 
 def generate_samples(textures: list[np.ndarray], n: int, size: int, rng: np.random.Generator,
-                     ranges: list[str] | None = None, change_fraction: float = 0.5
-                     ) -> SampleSet:
+                     ranges: list[str] | None = None, change_fraction: float = 0.5,
+                     realistic_fraction: float = 0.0,
+                     realistic: RealisticChange | None = None) -> SampleSet:
     """Generate ``n`` pairs of ``size x size`` px, cycling over ``ranges`` (default all).
 
     Each texture must be at least ``size + 32`` px and NaN-free (see
-    ``pipeline.textures.random_crops``). ``change_fraction`` of pairs get temporal change.
+    ``pipeline.textures.random_crops``). ``change_fraction`` of pairs get temporal change;
+    of those, ``realistic_fraction`` get ``realistic`` (default ``RealisticChange()``:
+    parcels, clouds, water, sensor; see ``model.temporal_change``) and the rest the simple
+    ``TemporalChange``. With
+    ``realistic_fraction=0`` the random stream, hence the samples, are as before it existed.
     """
     ranges = ranges or RANGE_NAMES
+    realistic = realistic or RealisticChange()
     out: dict[str, list] = {k: [] for k in SampleSet.__dataclass_fields__}
     for i in range(n):
         name = ranges[i % len(ranges)]
         tex = textures[int(rng.integers(len(textures)))]
         change = rng.random() < change_fraction
-        pair = make_pair(tex, rng, (size, size), name, temporal_change=change)
+        kind = TemporalChange()
+        if change and realistic_fraction > 0 and rng.random() < realistic_fraction:
+            kind = realistic
+        pair = make_pair(tex, rng, (size, size), name, temporal_change=change, change=kind)
         out["pre"].append(pair.pre)
         out["post"].append(pair.post)
         out["flow"].append(pair.flow)
@@ -60,6 +76,7 @@ def generate_samples(textures: list[np.ndarray], n: int, size: int, rng: np.rand
         out["fault"].append(pair.fault_mask)
         out["range_idx"].append(RANGE_NAMES.index(name))
         out["change"].append(pair.params["temporal_change"])
+        out["realistic"].append(pair.params["realistic"])
         out["peak"].append(float(np.hypot(*pair.flow).max()))
     return SampleSet(**{k: np.asarray(v) for k, v in out.items()})
 

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from .okada import Fault, fault_displacement, fault_trace
+from .temporal_change import RealisticChange, apply_realistic_change, fractal_noise
 
 # name -> (low, high) bounds of the largest displacement magnitude in the pair, pixels
 RANGES: dict[str, tuple[float, float]] = {
@@ -69,14 +70,33 @@ class TemporalChange:
 def fractal_texture(shape: tuple[int, int], rng: np.random.Generator, beta: float = 1.8
                     ) -> np.ndarray:
     """Synthetic ``1/f^beta`` texture ``(H, W)`` float32, zero mean, unit std."""
+    return fractal_noise(shape, rng, beta)
+
+
+def source_coords(fn: DisplacementFn, shape: tuple[int, int], iterations: int = 30,
+                  tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ground (``pre``-grid) position seen at each ``post`` pixel.
+
+    Solves ``x + d(x) = y`` for every ``post`` pixel ``y`` by fixed-point iteration
+    ``x ← y − d(x)``, with ``fn(cols, rows) -> (dx, dy)`` in pixels.
+
+    Returns:
+        ``rows``, ``cols`` ``(H, W)`` float64 of ``x``, and a bool ``(H, W)`` mask of the
+        pixels where the fixed point converged (the truth is unique there).
+    """
     h, w = shape
-    fy = np.fft.fftfreq(h)[:, None]
-    fx = np.fft.rfftfreq(w)[None, :]
-    f = np.sqrt(fx**2 + fy**2)
-    f[0, 0] = 1.0
-    spec = (rng.standard_normal((h, w // 2 + 1)) + 1j * rng.standard_normal((h, w // 2 + 1)))
-    img = np.fft.irfft2(spec / f ** (beta / 2), s=(h, w))
-    return ((img - img.mean()) / img.std()).astype(np.float32)
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
+    xr, xc = rows.copy(), cols.copy()
+    for _ in range(iterations):
+        dx, dy = fn(xc, xr)
+        nr, nc = rows - dy, cols - dx
+        step = np.maximum(np.abs(nr - xr), np.abs(nc - xc))
+        xr, xc = nr, nc
+        if step.max() < tol:
+            break
+    dx, dy = fn(xc, xr)
+    converged = np.maximum(np.abs(xr + dy - rows), np.abs(xc + dx - cols)) < 1e-2
+    return xr, xc, converged
 
 
 def resample_post(texture: np.ndarray, fn: DisplacementFn, shape: tuple[int, int],
@@ -94,22 +114,16 @@ def resample_post(texture: np.ndarray, fn: DisplacementFn, shape: tuple[int, int
         ``post`` ``(H, W)`` float32, and a bool ``(H, W)`` mask of the pixels where the
         fixed point converged (the truth is unique there).
     """
-    h, w = shape
+    xr, xc, converged = source_coords(fn, shape, iterations, tol)
+    return _sample(texture, xr, xc, origin), converged
+
+
+def _sample(texture: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+            origin: tuple[int, int]) -> np.ndarray:
     r0, c0 = origin
-    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
-    xr, xc = rows.copy(), cols.copy()
-    for _ in range(iterations):
-        dx, dy = fn(xc, xr)
-        nr, nc = rows - dy, cols - dx
-        step = np.maximum(np.abs(nr - xr), np.abs(nc - xc))
-        xr, xc = nr, nc
-        if step.max() < tol:
-            break
-    dx, dy = fn(xc, xr)
-    converged = np.maximum(np.abs(xr + dy - rows), np.abs(xc + dx - cols)) < 1e-2
-    post = ndimage.map_coordinates(texture.astype(np.float64), [xr + r0, xc + c0], order=3,
-                                   mode="reflect")
-    return post.astype(np.float32), converged
+    post = ndimage.map_coordinates(texture.astype(np.float64), [rows + r0, cols + c0],
+                                   order=3, mode="reflect")
+    return post.astype(np.float32)
 
 
 def random_fault(rng: np.random.Generator, shape: tuple[int, int],
@@ -208,7 +222,7 @@ def apply_temporal_change(pre: np.ndarray, post: np.ndarray, rng: np.random.Gene
 
 def make_pair(texture: np.ndarray, rng: np.random.Generator, size: tuple[int, int] = (256, 256),
               displacement_range: str = "small", temporal_change: bool = False,
-              change: TemporalChange = TemporalChange()) -> SyntheticPair:
+              change: TemporalChange | RealisticChange = TemporalChange()) -> SyntheticPair:
     """Generate one semi-synthetic pair from a texture.
 
     Args:
@@ -219,7 +233,12 @@ def make_pair(texture: np.ndarray, rng: np.random.Generator, size: tuple[int, in
         displacement_range: a key of ``RANGES``. ``translation`` is a uniform shift of
             up to 3 px; the fault ranges scale an Okada field so its largest magnitude
             falls in the range.
-        temporal_change: apply ``TemporalChange`` (noise-free otherwise).
+        temporal_change: apply ``change`` (noise-free otherwise).
+        change: a ``TemporalChange`` (global radiometry, blur, ellipse patches, noise) or
+            a ``RealisticChange`` (parcels, clouds and shadows, haze, water, sensor; see
+            ``model.temporal_change``). Neither alters ``flow``; a realistic change
+            marks thick-cloud and open-water pixels not ``valid``, and records the
+            effects drawn in ``params["effects"]``.
     """
     if displacement_range not in RANGES:
         raise ValueError(f"unknown displacement_range {displacement_range!r}; "
@@ -260,14 +279,21 @@ def make_pair(texture: np.ndarray, rng: np.random.Generator, size: tuple[int, in
     rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
     dx, dy = fn(cols, rows)
     flow = np.stack([dx, dy]).astype(np.float32)
-    post, valid = resample_post(texture, fn, size, origin=(r0, c0))
+    xr, xc, valid = source_coords(fn, size)
+    post = _sample(texture, xr, xc, (r0, c0))
     pre = pre.astype(np.float32)
-    if temporal_change:
+    if temporal_change and isinstance(change, RealisticChange):
+        pre, post, hidden, effects = apply_realistic_change(pre, post, rng, change, flow,
+                                                            (xr, xc))
+        valid = valid & ~hidden
+        params["effects"] = effects
+    elif temporal_change:
         ro = int(rng.integers(0, th - h + 1))
         co = int(rng.integers(0, tw - w + 1))
         other = texture[ro:ro + h, co:co + w].astype(np.float32)
         other = (other - other.mean()) / (other.std() + 1e-6)
         pre, post = apply_temporal_change(pre, post, rng, change, other)
     params["temporal_change"] = temporal_change
+    params["realistic"] = bool(temporal_change and isinstance(change, RealisticChange))
     return SyntheticPair(pre=pre, post=post, flow=flow, fault_mask=mask, valid=valid,
                          params=params)

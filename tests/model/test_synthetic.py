@@ -88,3 +88,45 @@ def test_bad_generator_input_is_rejected(texture):
 def test_fractal_texture_is_normalised():
     t = fractal_texture((64, 80), np.random.default_rng(0))
     assert t.shape == (64, 80) and abs(t.mean()) < 1e-5 and abs(t.std() - 1) < 1e-4
+
+
+def test_realistic_change_is_frequent_and_strong(texture):
+    from model.temporal_change import RealisticChange
+
+    rng = np.random.default_rng(11)
+    n_parcels, diffs = 0, []
+    for _ in range(12):
+        seed = int(rng.integers(1 << 30))
+        clean = make_pair(texture, np.random.default_rng(seed), (96, 96), "small")
+        pair = make_pair(texture, np.random.default_rng(seed), (96, 96), "small",
+                         temporal_change=True, change=RealisticChange())
+        np.testing.assert_array_equal(pair.flow, clean.flow)  # truth untouched
+        n_parcels += "parcels" in pair.params["effects"]
+        # post relative to pre, compared with the clean pair's, in units of pre's std
+        rel = (pair.post - pair.pre) / pair.pre.std() - (clean.post - clean.pre)
+        diffs.append(np.abs(rel).mean())
+    assert n_parcels >= 8
+    assert np.median(diffs) > 0.3
+
+
+def test_generate_samples_mixes_in_realistic_change_and_records_it(texture):
+    from model.dataset import SampleSet, generate_samples
+
+    tex = [texture.astype(np.float32)]
+    s = generate_samples(tex, 16, 64, np.random.default_rng(2), change_fraction=1.0,
+                         realistic_fraction=0.75)
+    assert s.change.all() and 6 <= s.realistic.sum() < 16
+    # without realistic change the random stream is the one from before it existed:
+    # per pair a texture index, a change coin, then the pair
+    old = generate_samples(tex, 6, 64, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    for i in range(6):
+        name = list(RANGES)[i % len(RANGES)]
+        k = int(rng.integers(1))
+        pair = make_pair(tex[k], rng, (64, 64), name, temporal_change=rng.random() < 0.5)
+        np.testing.assert_array_equal(old.post[i], pair.post)
+    assert not old.realistic.any()
+    d = old.to_dict()
+    del d["realistic"]  # a sample file written before the field existed
+    loaded = SampleSet.from_dict(d)
+    assert loaded.realistic.shape == (6,) and not loaded.realistic.any()

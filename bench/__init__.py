@@ -1,0 +1,1 @@
+"""Benchmark figures and measurements that sit outside the package's runtime path."""
