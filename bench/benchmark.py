@@ -66,8 +66,14 @@ def throughput(weights: str | None, corr_cfg, size: int = 1024, seed: int = 0) -
 
 def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int = 4,
                   size: int = 256, seed: int = 2026, figures: bool = True,
-                  textures: tuple[str, ...] = ("landsat-test", "fractal-unseen")) -> Path:
-    """Evaluate, then write ``benchmark.md``, ``benchmark.json`` and figures to ``out``."""
+                  textures: tuple[str, ...] = ("landsat-test", "fractal-unseen"),
+                  real: bool = True, bands: bool = True) -> Path:
+    """Evaluate, then write ``benchmark.md``, ``benchmark.json`` and figures to ``out``.
+
+    ``real``: append the real-imagery section (``bench.real.real_benchmark``, the
+    committed Sentinel-2 pair, figure ``real_pair.png``); ``bands``: append single band
+    vs several bands on Landsat B2/B3/B4 pairs (``bench.real.band_benchmark``).
+    """
     import torch
 
     from model.correlator import CorrelatorConfig, frequency_correlate
@@ -122,9 +128,22 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
                                                  for k, v in tp.items()}),
     }
     md = markdown_tables(scores, names, notes)
+    extra: dict = {}
+    if real:
+        from .real import real_benchmark
+
+        log.info("real-imagery section")
+        real_md, real_scores = real_benchmark(out, weights=weights, figures=figures)
+        md += "\n" + real_md
+        extra["real"] = [vars(x) for x in real_scores]
+    if bands:
+        from .real import band_benchmark
+
+        log.info("several-bands section")
+        md += "\n" + band_benchmark(weights=weights, seed=seed)
     (out / "benchmark.md").write_text("# MicroFlow benchmark\n\n" + md)
     summary = {"|".join(map(str, k)): v for k, v in summarise(scores).items()}
     (out / "benchmark.json").write_text(json.dumps({"summary": summary, "throughput": tp,
-                                                    "notes": notes}, indent=1))
+                                                    "notes": notes, **extra}, indent=1))
     print(md)
     return out / "benchmark.md"
