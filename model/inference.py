@@ -7,12 +7,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .denoise import LogTVConfig, logtv_denoise
+from .denoise import LogTVConfig, logtv_denoise, weights_from_sigma
 from .microflow import MicroFlow
-from .normalize import as_float_image, robust_stats
+from .normalize import as_float_image, normalize, robust_stats
 from .precision import use_bf16
 from .registry import load_model
 from .tiling import Mosaic, Tile, tile_grid
+from .uncertainty import sigma_features
 
 _MODEL_CACHE: dict[tuple[str, str], MicroFlow] = {}
 
@@ -34,15 +35,18 @@ def scene_stats(image: np.ndarray) -> tuple[float, float]:
 @torch.no_grad()
 def predict_tiles(model: MicroFlow, pre_tiles: np.ndarray, post_tiles: np.ndarray,
                   stats: tuple[tuple[float, float], tuple[float, float]],
-                  bf16: bool | None = None, levels: int | None = None) -> np.ndarray:
+                  bf16: bool | None = None, levels: int | None = None,
+                  sigma: bool = False) -> np.ndarray:
     """Run the model on a batch of tiles.
 
     Args:
         pre_tiles, post_tiles: ``(B, th, tw)`` float32 (NaN = nodata).
-        stats: scene-wide ``((pre_mean, pre_std), (post_mean, post_std))``.
+        stats: scene-wide ``((pre_center, pre_scale), (post_center, post_scale))``.
         levels: coarse-to-fine levels (default: the model's own).
+        sigma: also return the per-pixel uncertainty (``model.sigma_model``).
     Returns:
-        ``(B, 2, th, tw)`` float32 ``(dx, dy)`` in pixels (final iteration).
+        ``(B, 2, th, tw)`` float32 ``(dx, dy)`` in pixels (final iteration), or with
+        ``sigma`` ``(B, 4, th, tw)`` = ``(dx, dy, σx, σy)`` px.
     """
     device = next(model.parameters()).device
     bf16 = use_bf16(device) if bf16 is None else bf16
@@ -50,8 +54,15 @@ def predict_tiles(model: MicroFlow, pre_tiles: np.ndarray, post_tiles: np.ndarra
     post = torch.from_numpy(np.ascontiguousarray(post_tiles[:, None])).to(device)
     t = [(torch.tensor(m, device=device), torch.tensor(s, device=device)) for m, s in stats]
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-        flow = model(pre, post, stats=(t[0], t[1]), levels=levels)[-1]
-    return flow.float().cpu().numpy()
+        flows = model(pre, post, stats=(t[0], t[1]), levels=levels)
+    flow = flows[-1].float()
+    if not sigma:
+        return flow.cpu().numpy()
+    previous = flows[-2] if len(flows) > 1 else torch.zeros_like(flow)
+    feats = sigma_features(normalize(pre, t[0]), normalize(post, t[1]), flow, previous,
+                           model.config.warp_mode)
+    s = model.sigma_model.predict(feats)
+    return torch.cat([flow, s, s], dim=1).cpu().numpy()
 
 
 def infer_mosaic(
@@ -64,15 +75,17 @@ def infer_mosaic(
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
     levels: int | None = None,
+    sigma: bool = False,
 ) -> np.ndarray:
     """Raw (not denoised) field ``(2, H, W)`` of two float32 images, by tiles.
 
     Tiles of ``tile + 2*halo`` px are batched (equal shapes together) and blended with
     feathered weights; ``stats`` are scene-wide normalisation statistics; ``levels``
-    overrides the model's coarse-to-fine levels.
+    overrides the model's coarse-to-fine levels. With ``sigma`` the result is
+    ``(4, H, W)`` = ``(dx, dy, σx, σy)`` px (see :mod:`model.uncertainty`).
     """
     tiles = tile_grid(pre.shape, tile, halo)
-    mosaic = Mosaic(2, pre.shape, halo)
+    mosaic = Mosaic(4 if sigma else 2, pre.shape, halo)
     groups: dict[tuple[int, int], list[Tile]] = {}
     for t in tiles:
         groups.setdefault(t.shape, []).append(t)
@@ -82,7 +95,7 @@ def infer_mosaic(
             batch = group[i:i + batch_size]
             flows = predict_tiles(model, np.stack([pre[t.slices] for t in batch]),
                                   np.stack([post[t.slices] for t in batch]), stats,
-                                  levels=levels)
+                                  levels=levels, sigma=sigma)
             for t, f in zip(batch, flows, strict=True):
                 mosaic.add(t, f)
             done += len(batch)
@@ -105,7 +118,8 @@ def estimate_displacement(
     denoise_config: LogTVConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
     levels: int | None = None,
-) -> np.ndarray:
+    return_sigma: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Dense displacement ``(dx, dy)`` from ``pre`` to ``post`` with MicroFlow.
 
     Args:
@@ -119,11 +133,15 @@ def estimate_displacement(
         batch_size: tiles per forward pass.
         progress: called as ``progress(done, total)`` after each batch of tiles.
         levels: coarse-to-fine levels, overriding the model's (0: single scale).
+        return_sigma: also return σ, and weight log-TV's data term by it (confident
+            pixels pull, unconfident ones are filled from their neighbours).
 
     Returns:
         ``(2, H, W)`` float32 ``(dx, dy)`` in pixels such that
         ``post(row + dy, col + dx) ≈ pre(row, col)``; NaN where ``pre`` or ``post`` is
-        missing.
+        missing. With ``return_sigma``, ``(field, sigma)``: ``sigma`` ``(2, H, W)``
+        float32, one standard deviation of ``(dx, dy)`` in px (of the raw field; see
+        :mod:`model.uncertainty` for what it covers), NaN where the field is.
     """
     a = as_float_image(pre, nodata)
     b = as_float_image(post, nodata)
@@ -135,10 +153,15 @@ def estimate_displacement(
         "cuda" if torch.cuda.is_available() else "cpu")
     model = get_model(weights, dev)
     stats = (scene_stats(a), scene_stats(b))
-    flow = infer_mosaic(model, a, b, stats, tile, halo, batch_size, progress, levels)
+    out = infer_mosaic(model, a, b, stats, tile, halo, batch_size, progress, levels,
+                       sigma=return_sigma)
     missing = ~(np.isfinite(a) & np.isfinite(b))
+    out[:, missing] = np.nan
+    flow, sigma = out[:2], out[2:] if return_sigma else None
     if denoise:
+        weights = None if sigma is None else weights_from_sigma(sigma)
+        flow = logtv_denoise(flow, denoise_config or LogTVConfig(), device=dev,
+                             weights=weights)
         flow[:, missing] = np.nan
-        flow = logtv_denoise(flow, denoise_config or LogTVConfig(), device=dev)
-    flow[:, missing] = np.nan
-    return flow.astype(np.float32)
+    flow = flow.astype(np.float32)
+    return (flow, sigma.astype(np.float32)) if return_sigma else flow

@@ -91,8 +91,12 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
             the best shipped model for ``device``.
         device: where to put it (default CUDA if available, else CPU).
 
-    The returned model has ``weights_name`` and ``weights_sha256`` attributes.
+    The returned model has ``weights_name`` and ``weights_sha256`` attributes, and
+    ``sigma_model``: its σ calibration (``<stem>.sigma.json`` beside the weights, see
+    :mod:`model.uncertainty`).
     """
+    from .uncertainty import load_sigma_model
+
     dev = torch.device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     if name_or_path is None:
@@ -105,6 +109,7 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
         config_name = str(name_or_path).split(":", 1)[1]
         model = MicroFlow(get_config(config_name))
         model.weights_name, model.weights_sha256 = str(name_or_path), "untrained"
+        model.sigma_model = load_sigma_model(None)
         return model.to(dev).eval()
     path = resolve_weights(name_or_path)
     meta = read_metadata(path)
@@ -114,4 +119,5 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     model.load_state_dict(load_file(str(path)))
     model.weights_name = meta.get("name", path.stem)
     model.weights_sha256 = sha256(path)
+    model.sigma_model = load_sigma_model(path)
     return model.to(dev).eval()
