@@ -14,6 +14,12 @@ def _setup_logging(verbose: bool) -> None:
                         datefmt="%H:%M:%S")
     for noisy in ("httpx", "distributed", "prefect.server"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries: the error says it
+        # a failed flow is reported by the CLI in one line; Prefect's engine would log its
+        # traceback for each task and for the flow
+        for engine in ("prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
+            logging.getLogger(engine).setLevel(logging.CRITICAL)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -90,14 +96,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inference_config(args: argparse.Namespace):
-    from pipeline.infer import InferenceConfig
-
-    return InferenceConfig(chunk=args.chunk, tile=args.tile, halo=args.halo,
-                           batch_size=args.batch_size, weights=args.weights,
-                           device=args.device)
-
-
 def _peak_rss_mib() -> float:
     import resource
 
@@ -114,70 +112,67 @@ def _log_worker_memory(client) -> None:
         logging.info("worker peak RSS %.1f MiB (%s)", mib, addr)
 
 
-def _client(args: argparse.Namespace):
-    """A Dask client: the given scheduler, or a local cluster of worker processes."""
-    from distributed import Client, LocalCluster
+def _settings(args: argparse.Namespace) -> dict:
+    """The processing options as ``RunConfig.from_flat`` settings (None = default)."""
+    names = ("tile", "halo", "batch_size", "weights", "device", "lam", "eps", "denoise_halo",
+             "max_sigma", "edge_margin", "ramp", "nodata", "zero_is_nodata", "dask_address",
+             "workers")
+    flat = {n: getattr(args, n, None) for n in names}
+    flat["if_exists"] = ("append" if getattr(args, "append", False) else
+                         "overwrite" if getattr(args, "overwrite", False) else None)
+    if getattr(args, "no_quicklooks", False):
+        flat["quicklooks"] = False
+    return flat
 
-    if getattr(args, "dask_address", None):
-        return Client(args.dask_address), None
-    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
-    return Client(cluster), cluster
+
+def _config(args: argparse.Namespace, **more):
+    """The validated ``RunConfig`` of a command; checks the weights exist too (no loading).
+    A bad value raises ``ConfigError`` (exit 2, one line)."""
+    from pipeline.config import ConfigError, RunConfig
+    from pipeline.model_ref import check_weights
+
+    cfg = RunConfig.from_flat(**_settings(args), **more)
+    try:
+        check_weights(cfg.model.weights)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return cfg
 
 
 def cmd_pair(args: argparse.Namespace) -> int:
     """Process two GeoTIFFs into a cube."""
-    from model.denoise import LogTVConfig
-    from pipeline.event import draw_quicklooks
-    from pipeline.geotiff import load_geotiff_pair
-    from pipeline.run import PairMeta, process_pair, provenance
+    from pipeline.cluster import dask_client
+    from pipeline.process import geotiff_source, process_pair
 
-    cfg = _inference_config(args)
-    pair, meta = load_geotiff_pair(args.pre, args.post, band=args.band, chunk=cfg.chunk)
-    logtv = LogTVConfig()
-    attrs = provenance(cfg, logtv, 32, band=f"band {args.band}",
-                       extra={"pre_file": str(args.pre), "post_file": str(args.post)})
-    client, cluster = _client(args)
-    try:
-        index = process_pair(pair, args.out, PairMeta(**meta), cfg=cfg, logtv=logtv,
-                             client=client, attrs=attrs)
+    cfg = _config(args, out=args.out, bands=tuple(args.band))
+    source = geotiff_source(args.pre, args.post, cfg)  # files checked before any cluster
+    with dask_client(cfg.cluster) as client:
+        result = process_pair(source, cfg, client=client, progress=not args.quiet)
         _log_worker_memory(client)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    pngs = draw_quicklooks(Path(args.out), index)
-    print(f"cube: {args.out} (pair {index})")
-    for p in pngs:
+    print(f"cube: {result.cube} (pair {result.index})")
+    for p in result.quicklooks:
         print(f"quick-look: {p}")
     return 0
 
 
-def _search_params(args: argparse.Namespace):
-    """The event's checked search parameters; a bad one exits with its message."""
-    from .params import search_params
-
-    try:
-        return search_params(stac_url=args.stac_url, collection=args.collection,
-                             asset=args.asset, event_time=args.event_time, bbox=args.bbox,
-                             point=args.point, radius_km=args.radius_km,
-                             days_before=args.days_before, days_after=args.days_after,
-                             max_cloud=args.max_cloud)
-    except ValueError as e:
-        raise SystemExit(f"microflow event: {e}") from None
-
-
 def cmd_event(args: argparse.Namespace) -> int:
     """Search a STAC API around an event and process every usable pair (Prefect flow)."""
-    _search_params(args)  # validate before importing or starting anything
+    cfg = _config(args, out=args.out, event_time=args.event_time, stac_url=args.stac_url,
+                  collection=args.collection, bands=tuple(args.asset) if args.asset else None,
+                  bbox=args.bbox, point=args.point, radius_km=args.radius_km,
+                  days_before=args.days_before, days_after=args.days_after,
+                  max_cloud=args.max_cloud)
+    from pipeline.search import open_client
+
+    open_client(cfg.search.stac_url, timeout=(3.0, 10.0))  # unreachable: one line, fast
     from .earthquake_response import earthquake_response
 
     summary = earthquake_response(
         out=args.out, event_time=args.event_time, stac_url=args.stac_url,
-        collection=args.collection, asset=args.asset, bbox=args.bbox, point=args.point,
-        radius_km=args.radius_km, days_before=args.days_before, days_after=args.days_after,
-        max_cloud=args.max_cloud, chunk=args.chunk, tile=args.tile, halo=args.halo,
-        weights=args.weights, dask_address=args.dask_address, workers=args.workers)
+        collection=args.collection, assets=list(cfg.input.bands), bbox=args.bbox,
+        point=args.point, radius_km=args.radius_km, days_before=args.days_before,
+        days_after=args.days_after, max_cloud=args.max_cloud,
+        **{k: v for k, v in _settings(args).items() if k not in ("nodata", "zero_is_nodata")})
     for pair in summary["pairs"]:
         print(f"cube: {pair['cube']} (pair {pair['pair']}: {pair['pre_id']} -> "
               f"{pair['post_id']})")
@@ -190,20 +185,69 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Build the embedded demo event, serve it over STAC on loopback, and process it."""
     from pipeline.demo import run_demo
 
-    run_demo(Path(args.out), workers=args.workers, size=tuple(args.size) if args.size else None,
-             dask_address=args.dask_address)
+    cfg = _config(args, out=str(Path(args.out) / "demo.zarr"))
+    run_demo(Path(args.out), cfg, size=tuple(args.size) if args.size else None)
     return 0
 
 
-def _add_processing_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--chunk", type=int, default=512, help="Dask/cube chunk, px")
-    p.add_argument("--tile", type=int, default=512, help="model tile core, px")
-    p.add_argument("--halo", type=int, default=64, help="context around tiles, px")
-    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass")
-    p.add_argument("--weights", help="shipped model name or .safetensors (default: best)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--workers", type=int, default=2, help="local Dask worker processes")
-    p.add_argument("--dask-address", help="tcp://HOST:PORT of an existing Dask scheduler")
+def _add_processing_args(p: argparse.ArgumentParser, nodata: bool = True) -> None:
+    """Options shared by pair, event and demo; defaults come from ``pipeline.config``."""
+    from pipeline.config import (
+        RAMP_MODES,
+        ClusterConfig,
+        ConfidenceConfig,
+        DenoiseConfig,
+        TilingConfig,
+    )
+
+    t, d, c, k = TilingConfig(), DenoiseConfig(), ConfidenceConfig(), ClusterConfig()
+    g = p.add_argument_group("processing")
+    g.add_argument("--tile", "--chunk", dest="tile", type=int, metavar="PX",
+                   help=f"model tile = Dask chunk = cube chunk, px (default {t.tile})")
+    g.add_argument("--halo", type=int, metavar="PX",
+                   help=f"context from neighbouring tiles, px (default {t.halo})")
+    g.add_argument("--batch-size", type=int, help=f"tiles per forward pass (default "
+                   f"{t.batch_size})")
+    g.add_argument("--weights", help="shipped model name, .safetensors path or "
+                   "untrained:<config> (default: best shipped for the workers' device)")
+    g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda where a worker has it)")
+    g.add_argument("--lambda", dest="lam", type=float, metavar="PX2",
+                   help=f"log-TV λ: strength of the denoising, px² (default {d.lam})")
+    g.add_argument("--epsilon", dest="eps", type=float, metavar="PX",
+                   help=f"log-TV ε: gradients well above it are kept (faults), well below "
+                        f"smoothed (noise), px/px (default {d.eps})")
+    g.add_argument("--denoise-halo", type=int, metavar="PX",
+                   help=f"px of neighbouring tiles each log-TV block sees (default {d.halo})")
+    g.add_argument("--max-sigma", type=float, metavar="PX",
+                   help=f"flag pixels whose σ is above this as low confidence, px "
+                        f"(default {c.max_sigma})")
+    g.add_argument("--edge-margin", type=int, metavar="PX",
+                   help=f"flag pixels this close to missing data as edge, px (default "
+                        f"{c.edge_margin})")
+    g.add_argument("--ramp", choices=RAMP_MODES,
+                   help=f"co-registration ramp removed from east/north (*_raw keep it): "
+                        f"keep none, a constant offset, or a plane (default {c.ramp})")
+    if nodata:
+        g.add_argument("--nodata", type=float, metavar="VALUE",
+                       help="pixel value that marks missing data (default: the file's tag)")
+        z = g.add_mutually_exclusive_group()
+        z.add_argument("--zero-is-nodata", dest="zero_is_nodata", action="store_const",
+                       const=True, help="treat 0 as missing data")
+        z.add_argument("--zero-is-data", dest="zero_is_nodata", action="store_const",
+                       const=False, help="treat 0 as data (default: missing for uint16 "
+                       "files, as Sentinel-2 DN; data otherwise, with a warning)")
+    w = g.add_mutually_exclusive_group()
+    w.add_argument("--append", action="store_true",
+                   help="the cube holds these scenes from other inputs or settings: add "
+                        "this result as a new pair")
+    w.add_argument("--overwrite", action="store_true",
+                   help="the cube holds these scenes from other inputs or settings: "
+                        "replace that pair")
+    g.add_argument("--no-quicklooks", action="store_true", help="skip the PNG quick-looks")
+    g.add_argument("--workers", type=int,
+                   help=f"local Dask worker processes (default {k.workers})")
+    g.add_argument("--dask-address", help="tcp://HOST:PORT of an existing Dask scheduler")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,31 +308,39 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("pre")
     pr.add_argument("post")
     pr.add_argument("--out", required=True, help="Zarr cube path")
-    pr.add_argument("--band", type=int, default=1, help="1-based band index")
+    pr.add_argument("--band", type=int, nargs="+", default=[1], metavar="N",
+                    help="1-based band number(s); several are estimated each, then combined "
+                         "(default 1)")
     _add_processing_args(pr)
     pr.set_defaults(func=cmd_pair)
 
     ev = sub.add_parser("event", help="STAC search around an event, then process")
-    ev.add_argument("--stac-url", default="https://earth-search.aws.element84.com/v1")
-    ev.add_argument("--collection", default="sentinel-2-l2a")
-    ev.add_argument("--asset", default="red")
+    from pipeline.aoi import SEARCH_DEFAULTS as sd
+
+    ev.add_argument("--stac-url", help=f"STAC API (default {sd['stac_url']})")
+    ev.add_argument("--collection", help=f"STAC collection (default {sd['collection']})")
+    ev.add_argument("--asset", nargs="+", metavar="A",
+                    help="asset name(s), e.g. red green blue nir; several are estimated "
+                         f"each, then combined (default {sd['asset']})")
     ev.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"))
     ev.add_argument("--point", type=float, nargs=2, metavar=("LON", "LAT"))
     ev.add_argument("--radius-km", type=float)
     ev.add_argument("--event-time", required=True, help="ISO 8601, UTC if no zone")
-    ev.add_argument("--days-before", type=float, default=60.0)
-    ev.add_argument("--days-after", type=float, default=60.0)
-    ev.add_argument("--max-cloud", type=float, default=20.0, help="percent")
+    ev.add_argument("--days-before", type=float,
+                    help=f"search window, days (default {sd['days_before']:g})")
+    ev.add_argument("--days-after", type=float,
+                    help=f"search window, days (default {sd['days_after']:g})")
+    ev.add_argument("--max-cloud", type=float,
+                    help=f"scene cloud cover limit, percent (default {sd['max_cloud']:g})")
     ev.add_argument("--out", required=True, help="Zarr cube path")
-    _add_processing_args(ev)
+    _add_processing_args(ev, nodata=False)
     ev.set_defaults(func=cmd_event)
 
     de = sub.add_parser("demo", help="run the embedded demo event end to end")
     de.add_argument("--out", default="demo-output")
-    de.add_argument("--workers", type=int, default=2, help="local Dask worker processes")
-    de.add_argument("--dask-address", help="tcp://HOST:PORT of an existing Dask scheduler")
     de.add_argument("--size", type=int, nargs=2, metavar=("ROWS", "COLS"),
                     help="crop the demo scene (for quick runs)")
+    _add_processing_args(de, nodata=False)
     de.set_defaults(func=cmd_demo)
     return p
 
@@ -302,9 +354,39 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # zarr 3 warns on every consolidated-metadata write; the cube uses it on purpose
     warnings.filterwarnings("ignore", message="Consolidated metadata")
+    # the temporary Prefect server of `microflow event` must not time out on a busy machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    return args.func(args)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run a command: user errors in one line (exit 2 for a bad setting, 1 otherwise),
+    tracebacks only with -v; Ctrl-C ends cleanly and says that a rerun resumes."""
+    from pipeline.config import ConfigError
+
+    name = f"microflow {args.command}"
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"\n{name}: interrupted. Finished blocks are kept in the cube: rerun the same "
+              "command to resume.", file=sys.stderr)
+        return 130
+    except ConfigError as e:
+        if args.verbose:
+            raise
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        print(f"{name}: error: {_one_line(e)} (-v shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -1,54 +1,36 @@
 """Prefect flow ``earthquake_response``: STAC search → pairs → cubes and quick-looks.
 
-Prefect tasks are coarse (search, process one pair, quick-looks) and run in the flow
-process; the tile work inside ``process`` runs as plain Dask tasks on the cluster (a
-``LocalCluster`` by default, or the scheduler at ``dask_address``). So no Dask worker
-ever runs Prefect code or needs the Prefect API. Processing is resumable: blocks
-already in the cube are skipped, so a retried or rerun task only computes what is
-missing.
+Thin: the parameters become one validated ``RunConfig`` (``pipeline.config``), then
+coarse Prefect tasks run in the flow process: the search, one ``pipeline.process
+.process_pair`` per pair, and the quick-looks. The tile work inside ``process_pair`` runs
+as plain Dask tasks on the cluster (a ``LocalCluster`` by default, or the scheduler at
+``dask_address``), so no Dask worker runs Prefect code or needs the Prefect API.
+Processing is resumable: a retried or rerun task computes only the missing blocks.
+Only transient failures (timeouts, HTTP 429/5xx) are retried, with backoff.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from .params import EARTH_SEARCH, check_processing, search_params
-
-
-@contextmanager
-def dask_client(address: str | None, workers: int):
-    """A ``distributed.Client``: to ``address``, or to a new local cluster of processes."""
-    from distributed import Client, LocalCluster
-
-    if address:
-        client = Client(address, timeout="20s")
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        yield client
-
 
 def _transient(task, task_run, state) -> bool:
-    """Retry only what a retry can fix: an unreachable catalogue, not 'no scenes'."""
-    from pipeline.search import StacUnavailableError
+    """Retry only what a retry can fix (``pipeline.errors.is_transient``)."""
+    from pipeline.errors import is_transient
 
     try:
         exc = state.result(raise_on_failure=False)
-    except Exception:
-        return True
-    return isinstance(exc, StacUnavailableError | OSError)
+    except Exception as e:
+        exc = e
+    return isinstance(exc, BaseException) and is_transient(exc)
 
 
-@task(name="search", retries=2, retry_delay_seconds=3, retry_condition_fn=_transient,
+@task(name="search", retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_transient,
       cache_policy=NO_CACHE)
 def search_task(params):
     from pipeline.search import search_pairs
@@ -59,20 +41,22 @@ def search_task(params):
     return plans
 
 
-@task(name="process-pair", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def process_task(plan, cube: str, params, cfg) -> int:
+@task(name="process-pair", retries=2, retry_delay_seconds=[5, 30],
+      retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def process_task(plan, cube: str, cfg) -> int:
     """Load, infer (Dask tile tasks), denoise and write one pair; resumable."""
-    from model.denoise import LogTVConfig
-    from pipeline.event import process_plan
+    from distributed import default_client
 
-    res = process_plan(plan, Path(cube), params, cfg=cfg, logtv=LogTVConfig(),
-                       quicklooks=False)
-    return res.pair_index
+    from pipeline.process import plan_source, process_pair
+
+    cfg = replace(cfg, output=replace(cfg.output, quicklooks=False))
+    return process_pair(plan_source(plan, cfg), cfg, client=default_client(),
+                        out=cube).index
 
 
-@task(name="quicklooks", retries=1, cache_policy=NO_CACHE)
+@task(name="quicklooks", retries=1, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def quicklook_task(cube: str, index: int) -> list[str]:
-    from pipeline.event import draw_quicklooks
+    from pipeline.quicklook import draw_quicklooks
 
     return [str(p) for p in draw_quicklooks(Path(cube), index)]
 
@@ -81,61 +65,78 @@ def quicklook_task(cube: str, index: int) -> list[str]:
 def earthquake_response(
     out: str,
     event_time: str,
-    stac_url: str = EARTH_SEARCH,
-    collection: str = "sentinel-2-l2a",
-    asset: str = "red",
+    stac_url: str | None = None,
+    collection: str | None = None,
+    assets: list[str] | None = None,
     bbox: list[float] | None = None,
     point: list[float] | None = None,
     radius_km: float | None = None,
-    days_before: float = 60.0,
-    days_after: float = 60.0,
-    max_cloud: float = 20.0,
-    chunk: int = 512,
-    tile: int = 512,
-    halo: int = 64,
+    days_before: float | None = None,
+    days_after: float | None = None,
+    max_cloud: float | None = None,
+    tile: int | None = None,
+    halo: int | None = None,
+    batch_size: int | None = None,
     weights: str | None = None,
+    device: str | None = None,
+    lam: float | None = None,
+    eps: float | None = None,
+    denoise_halo: int | None = None,
+    max_sigma: float | None = None,
+    edge_margin: int | None = None,
+    ramp: str | None = None,
+    if_exists: str | None = None,
     dask_address: str | None = None,
-    workers: int = 2,
+    workers: int | None = None,
     quicklooks: bool = True,
 ) -> dict:
-    """Displacement cube(s) for one event.
+    """Displacement cube(s) for one event. Every parameter left None takes the default
+    of ``pipeline.config`` (written there once); see ``microflow event --help``.
 
     Args:
         out: cube path (``.zarr``); several MGRS tiles give ``<stem>_<tile>.zarr``.
         event_time: ISO 8601 (UTC if no zone).
+        assets: STAC asset names (several: estimated each, then combined).
         bbox: ``[W, S, E, N]`` degrees, or ``point`` ``[lon, lat]`` with ``radius_km``.
         days_before, days_after: search windows (days); max_cloud: percent.
-        chunk, tile, halo: Dask/cube chunk, model tile core and context (pixels).
+        tile, halo: model tile = Dask chunk = cube chunk, and its context (px).
+        lam, eps, denoise_halo: log-TV λ, ε and the chunked solve's halo (px).
+        max_sigma: low-confidence threshold (px); edge_margin: px near gaps flagged edge.
+        ramp: ``keep``, ``offset`` or ``plane``: co-registration ramp removed from east/north.
+        if_exists: ``resume`` (default), ``append`` or ``overwrite`` for a pair whose
+            inputs or settings changed.
         weights: shipped model name or ``.safetensors`` path (default: best shipped).
         dask_address: ``tcp://host:port`` of an existing scheduler (default: local).
         workers: local cluster size when no address is given.
 
     Returns a summary: cube paths, pair indices and ids, quick-looks, seconds.
     """
-    from pipeline.event import cube_path_for
-    from pipeline.infer import InferenceConfig
+    from pipeline.cluster import dask_client
+    from pipeline.config import RunConfig
+    from pipeline.process import cube_path_for
 
-    params = search_params(stac_url=stac_url, collection=collection, asset=asset,
-                           event_time=event_time, bbox=bbox, point=point, radius_km=radius_km,
-                           days_before=days_before, days_after=days_after, max_cloud=max_cloud)
-    check_processing(chunk, tile, halo, workers)
-    if not str(out).strip():
-        raise ValueError("out (the cube path) is required")
-    cfg = InferenceConfig(chunk=chunk, tile=tile, halo=halo, weights=weights)
+    cfg = RunConfig.from_flat(
+        out=out, event_time=event_time, stac_url=stac_url, collection=collection,
+        bands=tuple(assets) if assets else None, bbox=bbox, point=point, radius_km=radius_km,
+        days_before=days_before, days_after=days_after, max_cloud=max_cloud, tile=tile,
+        halo=halo, batch_size=batch_size, weights=weights, device=device, lam=lam, eps=eps,
+        denoise_halo=denoise_halo, max_sigma=max_sigma, edge_margin=edge_margin, ramp=ramp,
+        if_exists=if_exists, dask_address=dask_address, workers=workers,
+        quicklooks=quicklooks)
     logger = get_run_logger()
     t0 = time.monotonic()
-    plans = search_task(params)
+    plans = search_task(cfg.search)
     summary: dict = {"cubes": [], "pairs": [], "quicklooks": []}
-    with dask_client(dask_address, workers) as client:
+    with dask_client(cfg.cluster) as client:
         logger.info("Dask scheduler %s with %d worker(s)", client.scheduler.address,
                     len(client.scheduler_info()["workers"]))
         for plan in plans:
-            cube = str(cube_path_for(Path(out), plan, len(plans)))
-            index = process_task(plan, cube, params, cfg)
+            cube = str(cube_path_for(Path(cfg.output.out), plan, len(plans)))
+            index = process_task(plan, cube, cfg)
             summary["cubes"].append(cube)
             summary["pairs"].append({"cube": cube, "pair": index, "pre_id": plan.pre.id,
                                      "post_id": plan.post.id, "grid": plan.pre.grid_key})
-            if quicklooks:
+            if cfg.output.quicklooks:
                 summary["quicklooks"].extend(quicklook_task(cube, index))
     summary["seconds"] = round(time.monotonic() - t0, 1)
     logger.info("done: %s", summary)

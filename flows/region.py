@@ -9,20 +9,16 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from .earthquake_response import earthquake_response
-from .params import EARTH_SEARCH, check_processing, search_params
 
 
 def _complete(cube: Path) -> bool:
-    """A cube whose every pair has all its blocks written."""
+    """A cube whose every pair is marked complete (every block written)."""
     from pipeline import cube as cubes
 
     if not cubes.cube_exists(cube):
         return False
-    ds = cubes.open_cube(cube)
-    if "valid" not in ds or ds.sizes.get("pair", 0) == 0:
-        return False
-    nb = ds.valid.data.numblocks
-    return all(len(cubes.done_blocks(cube, i)) == nb[1] * nb[2] for i in range(nb[0]))
+    entries = cubes.pairs(cube)
+    return bool(entries) and all(e.complete for e in entries)
 
 
 def _marker(out_dir: str | Path, name: str) -> Path:
@@ -43,58 +39,68 @@ def _finished(out_dir: str | Path, name: str) -> bool:
 def region(
     events: list[dict],
     out_dir: str,
-    stac_url: str = EARTH_SEARCH,
-    collection: str = "sentinel-2-l2a",
-    asset: str = "red",
-    days_before: float = 60.0,
-    days_after: float = 60.0,
-    max_cloud: float = 20.0,
-    chunk: int = 512,
-    tile: int = 512,
-    halo: int = 64,
+    stac_url: str | None = None,
+    collection: str | None = None,
+    assets: list[str] | None = None,
+    days_before: float | None = None,
+    days_after: float | None = None,
+    max_cloud: float | None = None,
+    tile: int | None = None,
+    halo: int | None = None,
+    batch_size: int | None = None,
     weights: str | None = None,
+    device: str | None = None,
+    lam: float | None = None,
+    eps: float | None = None,
+    denoise_halo: int | None = None,
+    max_sigma: float | None = None,
+    edge_margin: int | None = None,
+    ramp: str | None = None,
+    if_exists: str | None = None,
     dask_address: str | None = None,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> dict:
     """Process each event of ``events`` into ``<out_dir>/<name>.zarr``.
 
     Each event is a dict with ``name``, ``event_time`` and ``bbox`` or ``point`` +
-    ``radius_km`` (optionally its own ``days_before``/``days_after``/``max_cloud``). All
-    are validated before any work starts; finished cubes are skipped on rerun; one failed
-    event does not stop the others (it is reported, and the flow fails at the end).
+    ``radius_km`` (optionally its own ``days_before``/``days_after``/``max_cloud``). The
+    other parameters are ``earthquake_response``'s, shared by all events (None: the
+    default of ``pipeline.config``). All events are validated (``RunConfig``) before any
+    work starts; finished cubes are skipped on rerun; one failed event does not stop the
+    others (it is reported, and the flow fails at the end).
     """
+    from pipeline.config import RunConfig
+
     logger = get_run_logger()
-    check_processing(chunk, tile, halo, workers)
     names = [str(e.get("name", "")) for e in events]
     if not events or any(not n or "/" in n for n in names) or len(set(names)) != len(names):
         raise ValueError("events must be a non-empty list with unique, path-safe 'name's")
+    shared = dict(stac_url=stac_url, collection=collection, days_before=days_before,
+                  days_after=days_after, max_cloud=max_cloud, tile=tile, halo=halo,
+                  batch_size=batch_size, weights=weights, device=device, lam=lam, eps=eps,
+                  denoise_halo=denoise_halo, max_sigma=max_sigma, edge_margin=edge_margin,
+                  ramp=ramp, if_exists=if_exists, dask_address=dask_address, workers=workers)
+    per_event = ("event_time", "bbox", "point", "radius_km", "days_before", "days_after",
+                 "max_cloud")
+    jobs = []
     for e in events:  # validate all before starting any
-        search_params(stac_url=stac_url, collection=collection, asset=asset,
-                      event_time=e.get("event_time", ""), bbox=e.get("bbox"),
-                      point=e.get("point"), radius_km=e.get("radius_km"),
-                      days_before=e.get("days_before", days_before),
-                      days_after=e.get("days_after", days_after),
-                      max_cloud=e.get("max_cloud", max_cloud))
+        kwargs = {**shared, **{k: e[k] for k in per_event if k in e},
+                  "out": str(Path(out_dir) / f"{e['name']}.zarr")}
+        RunConfig.from_flat(**kwargs, bands=tuple(assets) if assets else None)
+        jobs.append((e["name"], {**kwargs, "assets": assets}))
     results: dict = {"done": [], "skipped": [], "failed": {}}
-    for e in events:
-        cube = Path(out_dir) / f"{e['name']}.zarr"
-        if _finished(out_dir, e["name"]):
-            logger.info("%s: finished (%s), skipped", e["name"], _marker(out_dir, e["name"]))
-            results["skipped"].append(e["name"])
+    for name, kwargs in jobs:
+        if _finished(out_dir, name):
+            logger.info("%s: finished (%s), skipped", name, _marker(out_dir, name))
+            results["skipped"].append(name)
             continue
         try:
-            summary = earthquake_response(
-                out=str(cube), event_time=e["event_time"], stac_url=stac_url,
-                collection=collection, asset=asset, bbox=e.get("bbox"), point=e.get("point"),
-                radius_km=e.get("radius_km"), days_before=e.get("days_before", days_before),
-                days_after=e.get("days_after", days_after),
-                max_cloud=e.get("max_cloud", max_cloud), chunk=chunk, tile=tile, halo=halo,
-                weights=weights, dask_address=dask_address, workers=workers)
-            _marker(out_dir, e["name"]).write_text(json.dumps(summary, indent=1))
-            results["done"].append(e["name"])
+            summary = earthquake_response(**kwargs)
+            _marker(out_dir, name).write_text(json.dumps(summary, indent=1))
+            results["done"].append(name)
         except Exception as exc:  # keep going; report at the end
-            logger.error("%s failed: %s", e["name"], exc)
-            results["failed"][e["name"]] = str(exc)
+            logger.error("%s failed: %s", name, exc)
+            results["failed"][name] = str(exc)
     if results["failed"]:
         raise RuntimeError(f"{len(results['failed'])} event(s) failed: {results['failed']}")
     return results

@@ -6,10 +6,14 @@ Schema (DESIGN.md, "Output cube")
   ``pair``: int64 index ``0..n-1`` with, along it, ``pre_time``/``post_time``
   (datetime64[ns], UTC), ``pre_id``/``post_id`` (STAC item ids, strings) and
   ``provenance`` (per-pair provenance as a JSON string, ``"{}"`` when none).
-- ``east``, ``north`` (float32, m, log-TV denoised), ``east_raw``, ``north_raw`` (float32, m,
-  before denoising); ``valid`` (uint8, 1 measured, 0 no data / cloud / edge, CF
-  ``flag_values``/``flag_meanings``). Every one carries ``grid_mapping = "spatial_ref"``,
-  ``long_name`` and ``units``; the scalar ``spatial_ref`` holds the CRS as rioxarray writes it.
+- ``east``, ``north`` (float32, m, log-TV denoised, co-registration ramp removed),
+  ``east_raw``, ``north_raw`` (float32, m, as measured), ``east_sigma``, ``north_sigma``
+  (float32, m, one standard deviation); ``valid`` (uint8 CF flags: 0 no_data, 1 measured,
+  2 cloud, 3 edge, 4 low_confidence). Displacements are NaN wherever ``valid != 1``. Every
+  one carries ``grid_mapping = "spatial_ref"``, ``long_name`` and ``units``; the scalar
+  ``spatial_ref`` holds the CRS as rioxarray writes it.
+- Along ``pair`` also ``pair_key`` (the pair's identity: a fingerprint of its inputs and of
+  the settings that change the numbers) and ``complete`` (1 once every block is written).
 - Chunks ``(1, C, C)`` with C the tile core, so concurrent block writes never share a chunk.
 - Global attributes: ``Conventions = "CF-1.8"`` plus the caller's provenance (JSON-able).
 
@@ -25,10 +29,12 @@ trust the consolidated metadata; they read each array's own ``zarr.json``.
 
 Completion and resumption
 -------------------------
-:func:`write_block` writes the four data variables of a block first and its ``valid`` chunk
-last, always as a stored chunk even when all zeros (``write_empty_chunks``). A chunk
-that is absent reads as ``valid`` 0, so a crash never leaves a block that reads as data, and
-:func:`done_blocks` (the blocks whose ``valid`` chunk is stored) is what a rerun skips.
+A block is written in two stages (``pipeline.writer``): ``measure`` writes the raw field
+and σ (``north_sigma`` last, always stored), ``finish`` writes ``east``, ``north`` and then
+``valid`` last, always as a stored chunk even when all zeros (``write_empty_chunks``). A
+``valid`` chunk that is absent reads as 0, so a crash never leaves a block that reads as
+data, and :func:`done_blocks` (the blocks whose stage marker chunk is stored) is what a
+rerun skips. ``complete`` stays 0 until :func:`set_complete` after the last block.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import json
 import math
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -49,10 +56,18 @@ import zarr
 from rasterio.crs import CRS
 from zarr.core.sync import sync
 
-DATA_VARS = ("east", "north", "east_raw", "north_raw")
-"""The float32 displacement variables (m), written before ``valid``."""
+MEASURE_VARS = ("east_raw", "north_raw", "east_sigma", "north_sigma")
+"""Stage ``measure``: the raw field and its σ (m); ``north_sigma`` last marks it done."""
+FINISH_VARS = ("east", "north", "valid")
+"""Stage ``finish``: denoised, ramp-removed field (m) and flags; ``valid`` last marks it done."""
+STAGES = {"measure": MEASURE_VARS, "finish": FINISH_VARS}
+DATA_VARS = ("east", "north", "east_raw", "north_raw", "east_sigma", "north_sigma")
+"""The float32 variables (m), written before ``valid``."""
 BLOCK_VARS = (*DATA_VARS, "valid")
-PAIR_COORDS = ("pair", "pre_time", "post_time", "pre_id", "post_id", "provenance")
+FLAGS = {0: "no_data", 1: "measured", 2: "cloud", 3: "edge", 4: "low_confidence"}
+NO_DATA, MEASURED, CLOUD, EDGE, LOW_CONFIDENCE = range(5)
+PAIR_COORDS = ("pair", "pre_time", "post_time", "pre_id", "pair_key", "complete",
+               "provenance", "post_id")
 """1-D arrays along ``pair``; ``post_id`` is written last and marks a pair as added."""
 GRID_MAPPING = "spatial_ref"
 TIME_UNITS = "microseconds since 1970-01-01T00:00:00"
@@ -65,12 +80,20 @@ VAR_ATTRS = {
     "north": {"long_name": "northward ground displacement, log-TV denoised", "units": "m"},
     "east_raw": {"long_name": "eastward ground displacement before denoising", "units": "m"},
     "north_raw": {"long_name": "northward ground displacement before denoising", "units": "m"},
-    "valid": {"long_name": "measurement mask", "units": "1", "flag_values": [0, 1],
-              "flag_meanings": "no_data measured",
-              "comment": "0 where there is no measurement (no data, cloud, or an edge pixel "
-                         "whose match in post lies outside the processed area); a "
-                         "block's valid chunk is written last, so 0 also marks blocks "
-                         "not yet (fully) written"},
+    "east_sigma": {"long_name": "one-standard-deviation uncertainty of eastward displacement",
+                   "units": "m", "comment": "does not cover the co-registration offset"},
+    "north_sigma": {"long_name": "one-standard-deviation uncertainty of northward "
+                    "displacement", "units": "m",
+                    "comment": "does not cover the co-registration offset"},
+    "valid": {"long_name": "measurement flag", "units": "1",
+              "flag_values": list(FLAGS), "flag_meanings": " ".join(FLAGS.values()),
+              "comment": "1 measured; 0 no data in pre or post; 2 cloud (scene "
+                         "classification); 3 edge: within edge_margin_px of missing data or "
+                         "its match in post outside the processed area; 4 low confidence: "
+                         "sigma above max_sigma_px (see the pair's provenance). east/north "
+                         "and their raw versions are NaN wherever valid != 1. A block's "
+                         "valid chunk is written last, so 0 also marks blocks not yet "
+                         "(fully) written"},
 }
 COORD_ATTRS = {
     "x": {"standard_name": "projection_x_coordinate", "long_name": "easting (pixel centre)",
@@ -84,6 +107,9 @@ COORD_ATTRS = {
                   "scene (UTC)"},
     "pre_id": {"long_name": "STAC item id of the pre-event scene"},
     "post_id": {"long_name": "STAC item id of the post-event scene"},
+    "pair_key": {"long_name": "identity of the pair: sha256 of its inputs' fingerprints and "
+                 "the settings that change the numbers"},
+    "complete": {"long_name": "1 once every block of the pair is written", "units": "1"},
     "provenance": {"long_name": "per-pair provenance (JSON object)"},
 }
 
@@ -218,7 +244,8 @@ def _empty_cube(x: np.ndarray, y: np.ndarray, crs: CRS, attrs: dict) -> xr.Datas
         "pre_time": ("pair", np.empty(0, "datetime64[ns]"), dict(COORD_ATTRS["pre_time"])),
         "post_time": ("pair", np.empty(0, "datetime64[ns]"), dict(COORD_ATTRS["post_time"])),
     }
-    for name in ("pre_id", "post_id", "provenance"):
+    coords["complete"] = ("pair", np.empty(0, np.uint8), dict(COORD_ATTRS["complete"]))
+    for name in ("pre_id", "post_id", "pair_key", "provenance"):
         # numpy's variable-length string dtype -> a zarr v3 "string" array (no fixed width)
         coords[name] = ("pair", np.empty(0, np.dtypes.StringDType()), dict(COORD_ATTRS[name]))
     ds = xr.Dataset(data, coords=coords)
@@ -268,10 +295,11 @@ def create_cube(path: str | Path, *, x: np.ndarray, y: np.ndarray, crs: Any, chu
     ds = _empty_cube(x, y, crs, attrs)
     encoding: dict[str, dict] = {name: {"chunks": (1, chunk, chunk)} for name in BLOCK_VARS}
     encoding["valid"]["_FillValue"] = None  # a plain 0 fill, no masking to float
+    encoding["complete"] = {"_FillValue": None}
     encoding["x"] = {"_FillValue": None}
     encoding["y"] = {"_FillValue": None}
     for name in PAIR_COORDS:
-        encoding[name] = {"chunks": (PAIR_CHUNK,)}
+        encoding.setdefault(name, {})["chunks"] = (PAIR_CHUNK,)
     for name in ("pre_time", "post_time"):
         encoding[name].update(units=TIME_UNITS, calendar="proleptic_gregorian",
                               dtype="int64")
@@ -298,7 +326,7 @@ def _time_value(t: Any) -> int:
 
 
 def add_pair(path: str | Path, *, pre_time: Any, post_time: Any, pre_id: str, post_id: str,
-             attrs: dict | None = None) -> int:
+             attrs: dict | None = None, key: str = "") -> int:
     """Append a pair to the cube and return its index along ``pair``.
 
     Args:
@@ -307,10 +335,13 @@ def add_pair(path: str | Path, *, pre_time: Any, post_time: Any, pre_id: str, po
         pre_id, post_id: STAC item ids (or file names) of the two scenes.
         attrs: per-pair provenance, stored as a JSON string in the ``provenance``
             coordinate at the pair's index (read it back with :func:`pair_provenance`).
+        key: the pair's identity (``pipeline.fingerprint``), stored in ``pair_key``.
 
-    The new pair's ``east``... read NaN and ``valid`` 0 until blocks are written. If a pair
-    with the same ``(pre_id, post_id)`` is already in the cube, nothing is written and
-    its index is returned, so a rerun resumes instead of duplicating.
+    The new pair's ``east``... read NaN and ``valid`` 0 until blocks are written, and its
+    ``complete`` is 0. If a pair with the same ``(pre_id, post_id, key)`` is already in the
+    cube, nothing is written and its index is returned, so a rerun resumes instead of
+    duplicating. (Deciding what to do with a pair of the same ids and another key is the
+    writer's job: see :func:`pairs` and :func:`reset_pair`.)
     """
     pre_id, post_id = str(pre_id), str(post_id)
     if not pre_id or not post_id:
@@ -319,13 +350,13 @@ def add_pair(path: str | Path, *, pre_time: Any, post_time: Any, pre_id: str, po
         raise FileNotFoundError(f"no cube at {path}; call create_cube first")
     g = _open_group(path, mode="r+")
     n = _n_pairs(g)
-    pairs = list(zip(_strings(g["pre_id"][:n]), _strings(g["post_id"][:n]), strict=True))
-    if (pre_id, post_id) in pairs:
+    known = [(p.pre_id, p.post_id, p.key) for p in _pairs(g, n)]
+    if (pre_id, post_id, key) in known:
         _consolidate(path)  # in case the run that added it died before doing so
-        return pairs.index((pre_id, post_id))
+        return known.index((pre_id, post_id, key))
     provenance = json.dumps(_jsonable_attrs(attrs), sort_keys=True)
     values = {"pair": n, "pre_time": _time_value(pre_time), "post_time": _time_value(post_time),
-              "pre_id": pre_id, "provenance": provenance}
+              "pre_id": pre_id, "pair_key": key, "complete": 0, "provenance": provenance}
     for name in (*BLOCK_VARS, *values):
         arr = g[name]
         if arr.shape[0] != n + 1:  # a metadata-only change; no chunk is written
@@ -339,6 +370,79 @@ def add_pair(path: str | Path, *, pre_time: Any, post_time: Any, pre_id: str, po
     return n
 
 
+@dataclass(frozen=True)
+class PairEntry:
+    """One pair as the cube lists it."""
+
+    index: int
+    pre_id: str
+    post_id: str
+    key: str
+    complete: bool
+
+
+def _pairs(g: zarr.Group, n: int) -> list[PairEntry]:
+    pre, post = _strings(g["pre_id"][:n]), _strings(g["post_id"][:n])
+    keys = _strings(g["pair_key"][:n]) if n else []
+    done = np.asarray(g["complete"][:n]) if n else []
+    return [PairEntry(i, pre[i], post[i], keys[i], bool(done[i])) for i in range(n)]
+
+
+def pairs(path: str | Path) -> list[PairEntry]:
+    """The pairs in the cube, in index order."""
+    g = _open_group(path)
+    return _pairs(g, _n_pairs(g))
+
+
+def set_complete(path: str | Path, pair: int, complete: bool = True) -> None:
+    """Mark ``pair`` complete (every block written) or not, and refresh the metadata."""
+    g = _open_group(path, mode="r+")
+    g["complete"][pair] = int(complete)
+    _consolidate(path)
+
+
+def _delete_chunks(path: str | Path, name: str, pair: int) -> None:
+    arr = _open_array(path, name, mode="r+")
+    nbi, nbj = arr.cdata_shape[1:]
+    root = arr.store_path.path
+    for i in range(nbi):
+        for j in range(nbj):
+            sync(arr.store.delete(f"{root}/{arr.metadata.encode_chunk_key((pair, i, j))}"))
+
+
+def reset_pair(path: str | Path, pair: int, *, pre_time: Any, post_time: Any, key: str,
+               attrs: dict | None = None) -> None:
+    """Empty ``pair`` so that it is computed again under a new identity (``--overwrite``).
+
+    Crash-safe order: the stage markers (``valid``, ``north_sigma``) go first, so no block
+    of the old result can count as done; then ``complete``, the key, times and provenance;
+    then the other chunks.
+    """
+    g = _open_group(path, mode="r+")
+    if not 0 <= pair < _n_pairs(g):
+        raise ValueError(f"pair {pair} is not in the cube")
+    for name in ("valid", "north_sigma"):
+        _delete_chunks(path, name, pair)
+    g["complete"][pair] = 0
+    g["pair_key"][pair] = key
+    g["pre_time"][pair] = _time_value(pre_time)
+    g["post_time"][pair] = _time_value(post_time)
+    g["provenance"][pair] = json.dumps(_jsonable_attrs(attrs), sort_keys=True)
+    for name in BLOCK_VARS:
+        if name not in ("valid", "north_sigma"):
+            _delete_chunks(path, name, pair)
+    _consolidate(path)
+
+
+def update_provenance(path: str | Path, pair: int, extra: dict) -> None:
+    """Merge ``extra`` into the pair's provenance (e.g. the fitted ramp)."""
+    g = _open_group(path, mode="r+")
+    old = json.loads(str(np.asarray(g["provenance"][pair:pair + 1])[0]) or "{}")
+    old.update(_jsonable_attrs(extra))
+    g["provenance"][pair] = json.dumps(old, sort_keys=True)
+    _consolidate(path)
+
+
 def pair_provenance(ds: xr.Dataset, pair: int) -> dict:
     """The per-pair provenance given to :func:`add_pair`, as a dict."""
     return json.loads(str(ds["provenance"].values[pair]) or "{}")
@@ -348,21 +452,30 @@ def pair_provenance(ds: xr.Dataset, pair: int) -> dict:
 # blocks
 
 
+def _stage_of(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The variables to write, in write order (a stage, or every variable)."""
+    names = set(data)
+    for order in (MEASURE_VARS, FINISH_VARS, (*MEASURE_VARS, *FINISH_VARS)):
+        if names == set(order):
+            return order
+    unknown = sorted(names - set(BLOCK_VARS))
+    missing = sorted(set(BLOCK_VARS) - names)
+    raise ValueError(f"a block needs the variables of one stage ({list(MEASURE_VARS)} or "
+                     f"{list(FINISH_VARS)}) or all of {list(BLOCK_VARS)}; missing {missing}, "
+                     f"unknown {unknown}")
+
+
 def _block_shape(data: Mapping[str, Any]) -> tuple[int, int]:
-    missing = [k for k in BLOCK_VARS if k not in data]
-    unknown = [k for k in data if k not in BLOCK_VARS]
-    if missing or unknown:
-        raise ValueError(f"a block needs exactly {list(BLOCK_VARS)}; missing {missing}, "
-                         f"unknown {unknown}")
     shapes = {k: np.shape(v) for k, v in data.items()}
-    if len(set(shapes.values())) != 1 or len(shapes["valid"]) != 2:
+    first = next(iter(shapes.values()))
+    if len(set(shapes.values())) != 1 or len(first) != 2:
         raise ValueError(f"block arrays must share one (h, w) shape, got {shapes}")
-    return shapes["valid"]
+    return first
 
 
-def _check_block(valid: zarr.Array, pair: int, row0: int, col0: int, h: int, w: int) -> None:
-    npair, ny, nx = valid.shape
-    c = valid.chunks[1]
+def _check_block(arr: zarr.Array, pair: int, row0: int, col0: int, h: int, w: int) -> None:
+    npair, ny, nx = arr.shape
+    c = arr.chunks[1]
     if not 0 <= pair < npair:
         raise ValueError(f"pair {pair} is not in the cube ({npair} pairs); add_pair first")
     if row0 % c or col0 % c or row0 < 0 or col0 < 0:
@@ -374,9 +487,13 @@ def _check_block(valid: zarr.Array, pair: int, row0: int, col0: int, h: int, w: 
                          f"(one whole chunk of {c} on a {ny}x{nx} grid), got {h}x{w}")
 
 
-def _write_data_vars(path: str | Path, index: tuple, data: Mapping[str, Any]) -> None:
-    for name in DATA_VARS:
-        _open_array(path, name, mode="r+")[index] = np.asarray(data[name], dtype=np.float32)
+def _write_data_vars(path: str | Path, index: tuple, data: Mapping[str, Any],
+                     names: tuple[str, ...]) -> None:
+    for name in names:
+        arr = _open_array(path, name, mode="r+")
+        if name in MARKERS.values():  # the marker is stored even when all NaN
+            arr = arr.with_config({"write_empty_chunks": True})
+        arr[index] = np.asarray(data[name], dtype=np.float32)
 
 
 def _write_valid(valid: zarr.Array, index: tuple, mask: np.ndarray) -> None:
@@ -385,48 +502,57 @@ def _write_valid(valid: zarr.Array, index: tuple, mask: np.ndarray) -> None:
     valid.with_config({"write_empty_chunks": True})[index] = mask
 
 
+MARKERS = {"measure": "north_sigma", "finish": "valid"}
+"""The chunk whose presence marks a block's stage as done (written last in the stage)."""
+
+
 def write_block(path: str | Path, pair: int, row0: int, col0: int,
                 data: Mapping[str, np.ndarray]) -> None:
-    """Write one chunk-aligned block of one pair.
+    """Write one chunk-aligned block of one pair: one stage's variables, or all of them.
 
     Args:
         pair: the pair index (from :func:`add_pair`).
         row0, col0: block origin (px) on the cube grid, multiples of C.
-        data: ``east``, ``north``, ``east_raw``, ``north_raw`` (``(h, w)`` float32, m) and
-            ``valid`` (``(h, w)``, 0/1 or bool). ``(h, w) = (C, C)``, smaller only where the
-            block reaches the bottom/right edge of the grid.
+        data: ``east_raw``, ``north_raw``, ``east_sigma``, ``north_sigma`` (stage
+            ``measure``) and/or ``east``, ``north`` (``(h, w)`` float32, m) and ``valid``
+            (``(h, w)`` flag codes, see ``FLAGS``) (stage ``finish``). ``(h, w) = (C, C)``,
+            smaller only where the block reaches the bottom/right edge of the grid.
 
-    The data variables are written first and ``valid`` last (always stored, even all
-    zeros), so an interrupted call leaves ``valid`` 0 and the block out of
-    :func:`done_blocks`. Blocks never share a chunk, so calls for different blocks may run
-    concurrently (threads or processes) without locks. Misaligned blocks raise ValueError.
+    Each stage's marker (``north_sigma``, ``valid``) is written last and always stored,
+    so an interrupted call leaves the block out of :func:`done_blocks`. Blocks never share
+    a chunk, so calls for different blocks may run concurrently (threads or processes)
+    without locks. Misaligned blocks raise ValueError.
     """
+    order = _stage_of(data)
     valid = _open_array(path, "valid", mode="r+")
     h, w = _block_shape(data)
     _check_block(valid, pair, row0, col0, h, w)
-    mask = np.asarray(data["valid"])
-    if mask.dtype != np.bool_ and np.any((mask != 0) & (mask != 1)):
-        raise ValueError("valid must hold only 0 and 1")
     index = (int(pair), slice(row0, row0 + h), slice(col0, col0 + w))
-    _write_data_vars(path, index, data)
-    _write_valid(valid, index, mask.astype(np.uint8))
+    floats = tuple(n for n in order if n != "valid")
+    _write_data_vars(path, index, data, floats)
+    if "valid" in data:
+        mask = np.asarray(data["valid"])
+        if np.any(~np.isin(mask, list(FLAGS))):
+            raise ValueError(f"valid must hold only the flag values {list(FLAGS)}")
+        _write_valid(valid, index, mask.astype(np.uint8))
 
 
 async def _list_keys(store: Any, prefix: str) -> set[str]:
     return {key async for key in store.list_prefix(prefix)}
 
 
-def done_blocks(path: str | Path, pair: int) -> set[tuple[int, int]]:
-    """Completed blocks ``(bi, bj)`` of ``pair`` (block origin = ``(bi * C, bj * C)``):
-    those whose ``valid`` chunk is stored. Empty for a pair not in the cube."""
-    valid = _open_array(path, "valid")
-    if not 0 <= pair < valid.shape[0]:
+def done_blocks(path: str | Path, pair: int, stage: str = "finish") -> set[tuple[int, int]]:
+    """Blocks ``(bi, bj)`` of ``pair`` (origin ``(bi * C, bj * C)``) whose ``stage`` is
+    written: those whose marker chunk (``MARKERS``) is stored. Empty for a pair not in
+    the cube. ``finish`` (the default) means the block is complete."""
+    marker = _open_array(path, MARKERS[stage])
+    if not 0 <= pair < marker.shape[0]:
         return set()
-    nbi, nbj = valid.cdata_shape[1:]
-    root = valid.store_path.path
-    keys = {f"{root}/{valid.metadata.encode_chunk_key((pair, i, j))}": (i, j)
+    nbi, nbj = marker.cdata_shape[1:]
+    root = marker.store_path.path
+    keys = {f"{root}/{marker.metadata.encode_chunk_key((pair, i, j))}": (i, j)
             for i in range(nbi) for j in range(nbj)}
-    stored = sync(_list_keys(valid.store, f"{root}/"))
+    stored = sync(_list_keys(marker.store, f"{root}/"))
     return {ij for key, ij in keys.items() if key in stored}
 
 

@@ -1,34 +1,44 @@
-"""log-TV denoising of a displacement mosaic in chunks with a halo (Dask)."""
+"""Confidence-weighted log-TV of the raw field, block by block with a halo (Dask).
+
+Each block sees ``halo`` px of its neighbours (``pipeline.overlap.with_halo``), so the
+result matches the whole-mosaic solve within a small tolerance (see the tests). Pixels
+not measured (NaN) get no data term and are filled from their neighbours by the
+regulariser, then set back to NaN; with σ given, the data term is weighted by
+``model.denoise.weights_from_sigma`` (``1/σ²``), so pixels the model cannot trust lean on
+their confident neighbours.
+"""
 
 from __future__ import annotations
 
 import dask.array as da
 import numpy as np
-import xarray as xr
 
-from model.denoise import LogTVConfig, logtv_denoise
+from model.denoise import LogTVConfig
+
+from .overlap import with_halo
 
 
-def _denoise_block(block: np.ndarray, cfg: LogTVConfig) -> np.ndarray:
+def denoise_block(stack: np.ndarray, *, cfg: LogTVConfig) -> np.ndarray:
+    """``(2, h, w)`` float32 px: log-TV of ``stack[:2]`` (``dx, dy``, NaN = not measured),
+    weighted by σ ``stack[2:4]`` when the stack has it and σ is known."""
     import torch
 
+    from model.denoise import logtv_denoise, weights_from_sigma
+
     torch.set_num_threads(1)
-    if not np.isfinite(block).any():
-        return block.astype(np.float32)
-    return logtv_denoise(np.asarray(block, dtype=np.float32), cfg)
+    field = np.asarray(stack[:2], dtype=np.float32)
+    if not np.isfinite(field).any():
+        return field
+    weights = None
+    if stack.shape[0] >= 4 and np.isfinite(stack[2:4]).any():
+        weights = weights_from_sigma(np.asarray(stack[2:4], dtype=np.float32))
+    return np.asarray(logtv_denoise(field, cfg, weights=weights), dtype=np.float32)
 
 
-def denoise_chunked(field: xr.DataArray, cfg: LogTVConfig = LogTVConfig(), halo: int = 32
-                    ) -> xr.DataArray:
-    """log-TV of a ``(component, y, x)`` field, chunk by chunk with ``halo`` px overlap.
-
-    Each chunk sees ``halo`` px of its neighbours, so that the result matches the
-    whole-mosaic denoising up to a small tolerance (see tests). NaN stays NaN.
-    """
-    data = field.data
-    if not isinstance(data, da.Array):
-        data = da.from_array(data, chunks=(2, 512, 512))
-    data = data.rechunk({0: -1})
-    out = da.map_overlap(_denoise_block, data, depth={0: 0, 1: halo, 2: halo},
-                         boundary="none", dtype=np.float32, cfg=cfg, name="logtv-denoise")
-    return field.copy(data=out)
+def denoise_chunked(stack: da.Array, cfg: LogTVConfig = LogTVConfig(), halo: int = 32
+                    ) -> da.Array:
+    """log-TV of a lazy ``(2 or 4, H, W)`` stack (``dx, dy[, σx, σy]`` px), chunk by chunk
+    with ``halo`` px of overlap; returns the lazy ``(2, H, W)`` result. NaN stays NaN."""
+    if not isinstance(stack, da.Array):
+        stack = da.from_array(stack, chunks=(-1, 512, 512))
+    return with_halo(denoise_block, stack, halo, out_channels=2, name="logtv-denoise", cfg=cfg)

@@ -30,7 +30,18 @@ def _acquired(path: Path) -> datetime | None:
     return None
 
 
-def _open_band(path: Path, band: int, chunk: int) -> xr.DataArray:
+def _zero_is_nodata(path: Path, da: xr.DataArray, zero_is_nodata: bool | None) -> bool:
+    """Whether 0 marks missing pixels in ``path`` (see ``InputConfig.zero_is_nodata``)."""
+    if zero_is_nodata is not None:
+        return zero_is_nodata
+    if np.dtype(da.encoding.get("rasterio_dtype", da.dtype)) == np.uint16:
+        return True  # Sentinel-2 DN: 0 is "no data"
+    return False
+
+
+def _open_bands(path: Path, bands: tuple[int, ...], chunk: int, nodata: float | None,
+                zero_is_nodata: bool | None) -> xr.DataArray:
+    """``(band, y, x)`` float32 of ``path``'s ``bands`` (1-based), NaN where missing."""
     if not path.is_file():
         raise FileNotFoundError(f"no such GeoTIFF: {path}")
     try:
@@ -38,41 +49,64 @@ def _open_band(path: Path, band: int, chunk: int) -> xr.DataArray:
                                      masked=True)
     except RasterioIOError as e:
         raise ValueError(f"cannot read {path} as a raster: {e}") from e
-    if not 1 <= band <= da.sizes["band"]:
-        raise ValueError(f"{path} has {da.sizes['band']} band(s); --band {band} is out of range")
+    for band in bands:
+        if not 1 <= band <= da.sizes["band"]:
+            raise ValueError(f"{path} has {da.sizes['band']} band(s); --band {band} is out of "
+                             "range")
     if da.rio.crs is None:
         raise ValueError(f"{path} has no CRS; a georeferenced GeoTIFF is needed")
     if da.rio.crs.is_geographic:
         raise ValueError(f"{path} is in geographic coordinates ({da.rio.crs}); reproject it "
                          "to a projected CRS in metres (e.g. UTM) first")
-    return da.isel(band=band - 1, drop=True).astype(np.float32)
+    tagged = da.rio.encoded_nodata is not None
+    out = da.sel(band=list(bands)).astype(np.float32)
+    if nodata is not None:
+        out = out.where(out != nodata)
+    if _zero_is_nodata(path, da, zero_is_nodata):
+        out = out.where(out != 0)
+    elif not tagged and nodata is None:
+        sample = out.data[:, ::16, ::16]
+        zeros = float((sample == 0).mean().compute())
+        if zeros > 0:
+            log.warning("%s has no nodata tag and %.1f%% zeros (sampled); they are processed "
+                        "as data: pass --zero-is-nodata (or --nodata 0) if they mark missing "
+                        "pixels", path.name, 100 * zeros)
+    return out
 
 
-def load_geotiff_pair(pre: str | Path, post: str | Path, band: int = 1, chunk: int = 512
-                      ) -> tuple[xr.Dataset, dict]:
-    """``pre``/``post`` ``(y, x)`` float32 (NaN = nodata) on ``pre``'s grid, and pair metadata.
+def load_geotiff_pair(pre: str | Path, post: str | Path, bands: tuple[int, ...] = (1,),
+                      chunk: int = 512, nodata: float | None = None,
+                      zero_is_nodata: bool | None = None) -> tuple[xr.Dataset, dict]:
+    """``pre``/``post`` ``(band, y, x)`` float32 (NaN = nodata) on ``pre``'s grid, and
+    pair metadata (ids, times).
 
-    If ``post`` is on another grid (CRS, resolution or extent) it is reprojected onto
-    ``pre``'s grid (bilinear) — which loads it — and a log line says so.
+    Missing pixels: the file's nodata tag, ``nodata`` if given, and 0 where
+    ``zero_is_nodata`` (None: yes for uint16 data, as Sentinel-2 DN; otherwise a warning
+    when zeros are found in a file without a nodata tag). If ``post`` is on another grid
+    (CRS, resolution or extent) it is reprojected onto ``pre``'s grid (bilinear) — which
+    loads it — and a log line says so.
     """
     pre, post = Path(pre), Path(post)
-    a = _open_band(pre, band, chunk)
-    b = _open_band(post, band, chunk)
+    bands = tuple(int(b) for b in bands)
+    a = _open_bands(pre, bands, chunk, nodata, zero_is_nodata)
+    b = _open_bands(post, bands, chunk, nodata, zero_is_nodata)
     same = (a.rio.crs == b.rio.crs and a.rio.transform() == b.rio.transform()
             and a.shape == b.shape)
     if not same:
         from rasterio.enums import Resampling
 
         log.warning("post %s is on another grid (%s, %s px) than pre %s (%s, %s px): "
-                    "reprojecting post onto pre's grid", post.name, b.rio.crs, b.shape,
-                    pre.name, a.rio.crs, a.shape)
+                    "reprojecting post onto pre's grid", post.name, b.rio.crs, b.shape[1:],
+                    pre.name, a.rio.crs, a.shape[1:])
         b = b.rio.reproject_match(a, resampling=Resampling.bilinear).chunk(
             {"y": chunk, "x": chunk})
         b = b.where(np.isfinite(b))
-    ds = xr.Dataset({"pre": a.drop_vars("spatial_ref", errors="ignore"),
-                     "post": b.drop_vars("spatial_ref", errors="ignore").assign_coords(
-                         x=a.x, y=a.y)})
-    ds = ds.rio.write_crs(a.rio.crs)
+    keep = ("x", "y", "band")
+    crs = a.rio.crs
+    a = a.drop_vars([c for c in a.coords if c not in keep])
+    b = b.drop_vars([c for c in b.coords if c not in keep]).assign_coords(x=a.x, y=a.y)
+    ds = xr.Dataset({"pre": a, "post": b})
+    ds = ds.rio.write_crs(crs)
     meta = {"pre_id": pre.stem, "post_id": post.stem, "pre_time": _acquired(pre),
             "post_time": _acquired(post)}
     return ds, meta

@@ -1,61 +1,26 @@
-"""MicroFlow over a lazily loaded pair, as Dask tasks: one task per chunk of tiles.
+"""MicroFlow on one block (with its halo), as run by a Dask worker: bands in, field and σ out.
 
-Each task gets its chunk plus a ``halo`` of context from the neighbouring chunks
-(``dask.array.overlap``), runs the model on batched, feather-blended tiles inside it, and
-returns the chunk's core. The model is loaded once per worker process and cached. Work
-is annotated ``resources={"GPU": 1}`` when the cluster's workers advertise GPUs.
+A block is one tile: the Dask chunk, the cube chunk and the model tile are the same
+``(C, C)`` square (``TilingConfig.tile``), and ``pipeline.overlap.with_halo`` gives it
+``halo`` px of context from its neighbours. The model runs once on it and the core is
+kept, so there is no blending inside a block and no second set of overlap code.
+The model is loaded once per worker process (``pipeline.model_ref.worker_model``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
 
-import dask
-import dask.array as da
 import numpy as np
-import xarray as xr
+
+from .model_ref import ModelRef, worker_model
 
 
-@dataclass(frozen=True)
-class InferenceConfig:
-    """Tiling and model settings (pixels). ``chunk`` is the Dask chunk and cube chunk
-    (C); ``tile`` the model tile core inside a chunk; ``halo`` the context added around
-    both."""
+def _sigma_supported() -> bool:
+    # TODO(lead): drop once model.inference.infer_mosaic(..., sigma=True) has landed.
+    from model.inference import infer_mosaic
 
-    chunk: int = 512
-    tile: int = 512
-    halo: int = 64
-    batch_size: int = 1
-    weights: str | None = None
-    device: str | None = None  # None: CUDA if the worker has one, else CPU
-    torch_threads: int = 1  # per worker: Dask provides the parallelism
-
-
-def _infer_block(pre: np.ndarray, post: np.ndarray, *, stats, cfg: InferenceConfig,
-                 trim: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
-    import torch
-
-    from model.inference import get_model, infer_mosaic
-
-    torch.set_num_threads(cfg.torch_threads)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = get_model(cfg.weights, device)
-    (t0, t1), (l0, l1) = trim
-    a = np.asarray(pre, dtype=np.float32)
-    b = np.asarray(post, dtype=np.float32)
-    h, w = a.shape
-    if not (np.isfinite(a).any() and np.isfinite(b).any()):
-        return np.full((2, h - t0 - t1, w - l0 - l1), np.nan, np.float32)
-    flow = infer_mosaic(model, a, b, stats, cfg.tile, cfg.halo, cfg.batch_size)
-    return flow[:, t0:h - t1, l0:w - l1]
-
-
-def _trim_for(block_id: tuple[int, int], nblocks: tuple[int, int], depth: int
-              ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Halo rows/cols to drop on each side (none along the image border)."""
-    (i, j), (ni, nj) = block_id, nblocks
-    return ((depth if i > 0 else 0, depth if i < ni - 1 else 0),
-            (depth if j > 0 else 0, depth if j < nj - 1 else 0))
+    return "sigma" in inspect.signature(infer_mosaic).parameters
 
 
 def workers_have_gpus(client) -> bool:
@@ -66,36 +31,45 @@ def workers_have_gpus(client) -> bool:
     return any(w.get("resources", {}).get("GPU", 0) > 0 for w in workers.values())
 
 
-def displacement_raw(pair: xr.Dataset, stats, cfg: InferenceConfig, gpu: bool = False
-                     ) -> xr.DataArray:
-    """Lazy raw field ``(band=2, y, x)`` = ``(dx, dy)`` in pixels of a loaded pair.
+def infer_block(stack: np.ndarray, *, n_bands: int, stats: tuple, model: ModelRef,
+                device: str | None, torch_threads: int, batch_size: int) -> np.ndarray:
+    """``(4, h, w)`` float32 ``(dx, dy, σx, σy)`` in px of one block.
 
-    ``pair`` has ``pre``/``post`` ``(y, x)`` chunked ``(cfg.chunk, cfg.chunk)``;
-    ``stats`` = scene-wide ``((pre_mean, pre_std), (post_mean, post_std))``.
+    Args:
+        stack: ``(2·n_bands, h, w)``: the pre bands then the post bands (NaN = missing).
+        stats: per band ``((pre_mean, pre_std), (post_mean, post_std))``, scene-wide.
+        model: the run's resolved model. device: None = CUDA if the worker has it.
+
+    Several bands are estimated one by one and combined by ``model.bands.combine_bands``.
+    σ is NaN until the model provides it.
     """
-    depth = cfg.halo
-    pre = pair["pre"].data.rechunk((cfg.chunk, cfg.chunk))
-    post = pair["post"].data.rechunk((cfg.chunk, cfg.chunk))
-    pre_o = da.overlap.overlap(pre, depth={0: depth, 1: depth}, boundary="none")
-    post_o = da.overlap.overlap(post, depth={0: depth, 1: depth}, boundary="none")
-    nblocks = pre.numblocks
+    import torch
 
-    def run(a, b, block_info=None):
-        bid = block_info[0]["chunk-location"]
-        return _infer_block(a, b, stats=stats, cfg=cfg, trim=_trim_for(bid, nblocks, depth))
+    from model.inference import infer_mosaic
 
-    annotations = {"resources": {"GPU": 1}} if gpu else {}
-    with dask.annotate(**annotations):
-        flow = da.map_blocks(run, pre_o, post_o, new_axis=0, dtype=np.float32,
-                             chunks=((2,), *pre.chunks), name="microflow-infer")
-    return xr.DataArray(flow, dims=("component", "y", "x"),
-                        coords={"component": ["dx", "dy"], "x": pair.x, "y": pair.y})
+    torch.set_num_threads(torch_threads)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net = worker_model(model, dev)
+    h, w = stack.shape[1:]
+    flows, sigmas = [], []
+    for b in range(n_bands):
+        pre = np.asarray(stack[b], dtype=np.float32)
+        post = np.asarray(stack[n_bands + b], dtype=np.float32)
+        if not (np.isfinite(pre).any() and np.isfinite(post).any()):
+            flows.append(np.full((2, h, w), np.nan, np.float32))
+            sigmas.append(np.full((2, h, w), np.nan, np.float32))
+            continue
+        size = max(h, w)  # one tile: the whole block with its halo
+        if _sigma_supported():
+            out = infer_mosaic(net, pre, post, stats[b], size, 0, batch_size, sigma=True)
+            flows.append(out[:2])
+            sigmas.append(out[2:])
+        else:
+            flows.append(infer_mosaic(net, pre, post, stats[b], size, 0, batch_size))
+            sigmas.append(np.full((2, h, w), np.nan, np.float32))
+    if n_bands == 1:
+        return np.concatenate([flows[0], sigmas[0]]).astype(np.float32)
+    from model.bands import combine_bands
 
-
-def scene_stats_lazy(image: xr.DataArray, step: int = 8) -> tuple[float, float]:
-    """Mean and std of the finite pixels from a ``step``-decimated read (bounded memory)."""
-    sub = image.data[::step, ::step]
-    mean, std = da.compute(da.nanmean(sub), da.nanstd(sub))
-    if not np.isfinite(mean) or not np.isfinite(std):
-        raise ValueError(f"image {image.name!r} has no valid pixel in the processed area")
-    return float(mean), float(std)
+    flow, sigma = combine_bands(np.stack(flows), np.stack(sigmas))
+    return np.concatenate([flow, sigma]).astype(np.float32)

@@ -25,11 +25,12 @@ SCL_ASSET = "scl"
 SCL_MASKED = (0, 1, 3, 8, 9, 10)
 
 
-def _stack(plan: PairPlan, asset: str, chunk: int, dtype: str) -> xr.DataArray:
-    """``(2, y, x)`` stack of one asset of pre then post, with only x/y coordinates."""
+def _stack(plan: PairPlan, assets: list[str], chunk: int, dtype: str) -> xr.DataArray:
+    """``(image=2, band, y, x)`` stack of ``assets`` of pre then post, with only x/y/band
+    coordinates."""
     da = stackstac.stack(
         [plan.pre.item, plan.post.item],
-        assets=[asset],
+        assets=list(assets),
         epsg=plan.epsg,
         resolution=plan.resolution,
         bounds=plan.bounds,
@@ -42,34 +43,39 @@ def _stack(plan: PairPlan, asset: str, chunk: int, dtype: str) -> xr.DataArray:
         xy_coords="center",
         errors_as_nodata=(),
     )
-    da = da.isel(band=0, drop=True)
-    da = da.drop_vars([c for c in da.coords if c not in ("x", "y")])
+    da = da.drop_vars([c for c in da.coords if c not in ("x", "y", "band")])
     return da.rename(time="image")
 
 
-def load_pair(plan: PairPlan, chunk: int = 512, mask_clouds: bool = True) -> xr.Dataset:
+def load_pair(plan: PairPlan, chunk: int = 512, mask_clouds: bool = True,
+              assets: tuple[str, ...] | None = None) -> xr.Dataset:
     """Lazy ``pre`` and ``post`` images of ``plan`` on its grid.
 
-    Returns a Dataset with ``pre`` and ``post`` ``(y, x)`` float32 (raw DN, NaN where
-    missing or cloudy), Dask chunks ``(chunk, chunk)``, projected pixel-centre ``x``/``y``
-    in metres, and the CRS (``rio.crs``). Nothing is read until computed.
+    Returns a Dataset with ``pre`` and ``post`` ``(band, y, x)`` float32 (raw DN of
+    ``assets``, default ``plan.asset``; NaN where missing or cloudy), ``cloud`` ``(y, x)``
+    bool (a cloud, shadow or defect in either scene, from ``scl``), Dask chunks
+    ``(chunk, chunk)``, projected pixel-centre ``x``/``y`` in metres, and the CRS
+    (``rio.crs``). DN 0 is nodata (Sentinel-2). Nothing is read until computed.
     """
-    data = _stack(plan, plan.asset, chunk, "float32")
+    assets = tuple(assets or (plan.asset,))
+    data = _stack(plan, list(assets), chunk, "float32")
     has_scl = mask_clouds and all(SCL_ASSET in s.item.get("assets", {})
                                   for s in (plan.pre, plan.post))
     if has_scl:
-        scl = _stack(plan, SCL_ASSET, chunk, "float32")
+        scl = _stack(plan, [SCL_ASSET], chunk, "float32").isel(band=0, drop=True)
+        masked = scl.isin(list(SCL_MASKED)) & ~(scl == 0)  # scl 0 is "no data": not cloud
+        cloud = masked.any("image")
         data = data.where(~(scl.isin(list(SCL_MASKED)) | scl.isnull()))
     else:
         log.info("no '%s' asset: clouds are not masked", SCL_ASSET)
-    pre = data.isel(image=0, drop=True)
-    post = data.isel(image=1, drop=True)
+        cloud = xr.zeros_like(data.isel(image=0, band=0, drop=True), dtype=bool)
     # stackstac marks nodata with the fill value; DN 0 is nodata for Sentinel-2 too.
-    pre = pre.where(pre != 0)
-    post = post.where(post != 0)
-    ds = xr.Dataset({"pre": pre.astype("float32"), "post": post.astype("float32")})
-    ds = ds.drop_vars([c for c in ds.coords if c not in ("x", "y")])
+    data = data.where(data != 0)
+    ds = xr.Dataset({"pre": data.isel(image=0, drop=True).astype("float32"),
+                     "post": data.isel(image=1, drop=True).astype("float32"),
+                     "cloud": cloud})
+    ds = ds.drop_vars([c for c in ds.coords if c not in ("x", "y", "band")])
     ds = ds.rio.write_crs(f"EPSG:{plan.epsg}")
-    ds.attrs.update(pre_id=plan.pre.id, post_id=plan.post.id, asset=plan.asset,
+    ds.attrs.update(pre_id=plan.pre.id, post_id=plan.post.id, asset="+".join(assets),
                     clouds_masked=int(has_scl))
     return ds

@@ -19,9 +19,9 @@ class SearchParams:
     asset: str
     bbox: tuple[float, float, float, float]
     event_time: datetime
-    days_before: float = 60.0
-    days_after: float = 60.0
-    max_cloud: float = 20.0
+    days_before: float
+    days_after: float
+    max_cloud: float
 
     def as_attrs(self) -> dict[str, str | float]:
         """Flat, JSON-able form for cube attributes."""

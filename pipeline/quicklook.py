@@ -391,3 +391,15 @@ def plot_profile(ds: xr.Dataset, pair: int, out_png: str | Path, line: Line | No
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def draw_quicklooks(cube: str | Path, index: int) -> list[Path]:
+    """Map and profile PNGs next to the cube: ``<cube stem>_pair<i>_{maps,profile}.png``."""
+    from .cube import open_cube
+
+    cube = Path(cube)
+    ds = open_cube(cube)
+    stem = cube.with_suffix("")
+    maps = plot_maps(ds, index, Path(f"{stem}_pair{index}_maps.png"))
+    profile = plot_profile(ds, index, Path(f"{stem}_pair{index}_profile.png"))
+    return [maps, profile]

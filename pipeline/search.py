@@ -43,11 +43,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pyproj import CRS, Geod, Transformer
+from pyproj import CRS, Transformer
 
+from .aoi import bbox_from_point
 from .plan import PairPlan, Scene, SearchParams
 
 log = logging.getLogger(__name__)
+
+__all__ = ["bbox_from_point"]  # re-exported: it used to live here
 
 CLOUD_DAYS_PER_PERCENT = 0.5
 CONNECT_TIMEOUT_S = 5.0
@@ -90,38 +93,6 @@ class NoPairError(NoScenesError):
 
 class AoiOutsideError(NoScenesError):
     """Grids have pre and post scenes, but none overlap each other inside the AOI."""
-
-
-# ---------------------------------------------------------------------------- AOI
-def bbox_from_point(lon: float, lat: float, radius_km: float) -> Bounds:
-    """Bbox ``(west, south, east, north)`` in degrees that holds the circle of
-    ``radius_km`` kilometres (geodesic, WGS84) around ``(lon, lat)`` degrees.
-
-    Raises ValueError for a point off the Earth, a non-positive radius, or a circle that
-    reaches a pole or crosses the antimeridian.
-    """
-    if not (-180.0 <= lon <= 180.0 and -90.0 < lat < 90.0):
-        raise ValueError(f"({lon}, {lat}) is not a longitude, latitude in degrees")
-    if not radius_km > 0:
-        raise ValueError(f"radius_km must be positive, got {radius_km}")
-    geod = Geod(ellps="WGS84")
-    azimuths = [k * 2.0 for k in range(180)]  # every 2 degrees
-    lons, lats, _ = geod.fwd([lon] * len(azimuths), [lat] * len(azimuths), azimuths,
-                             [radius_km * 1000.0] * len(azimuths))
-    west, east = min(lons), max(lons)
-    south, north = min(lats), max(lats)
-    # the widest points of the circle fall between the sampled azimuths: pad by the
-    # largest chord sagitta, (1 - cos 1°) of the radius, about 0.02 %
-    pad = 1.0 - math.cos(math.radians(1.0))
-    west, east = west - (lon - west) * pad, east + (east - lon) * pad
-    south, north = south - (lat - south) * pad, north + (north - lat) * pad
-    to_pole_m = min(geod.inv(lon, lat, lon, 90.0)[2], geod.inv(lon, lat, lon, -90.0)[2])
-    if to_pole_m <= radius_km * 1000.0 or north >= 90.0 or south <= -90.0:
-        raise ValueError(f"a {radius_km} km circle around ({lon}, {lat}) reaches a pole")
-    if east - west > 180.0 or not (west < lon < east) or west < -180.0 or east > 180.0:
-        raise ValueError(f"a {radius_km} km circle around ({lon}, {lat}) crosses the "
-                         "antimeridian, which a bbox cannot hold")
-    return (west, south, east, north)
 
 
 def check_params(params: SearchParams) -> None:

@@ -68,12 +68,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument("--bbox", type=float, nargs=4, metavar=("W", "S", "E", "N"))
     where.add_argument("--point", type=float, nargs=2, metavar=("LON", "LAT"))
     flow.add_argument("--radius-km", type=float, default=None)
-    flow.add_argument("--stac-url", default="https://earth-search.aws.element84.com/v1")
-    flow.add_argument("--collection", default="sentinel-2-l2a")
-    flow.add_argument("--asset", default="red")
-    flow.add_argument("--days-before", type=float, default=60.0)
-    flow.add_argument("--days-after", type=float, default=60.0)
-    flow.add_argument("--max-cloud", type=float, default=20.0)
+    flow.add_argument("--stac-url", help="default: pipeline.aoi.SEARCH_DEFAULTS")
+    flow.add_argument("--collection")
+    flow.add_argument("--asset", nargs="+", metavar="A", help="asset name(s)")
+    flow.add_argument("--days-before", type=float)
+    flow.add_argument("--days-after", type=float)
+    flow.add_argument("--max-cloud", type=float)
+    flow.add_argument("--tile", type=int)
+    flow.add_argument("--halo", type=int)
+    flow.add_argument("--ramp", choices=("keep", "offset", "plane"))
+    flow.add_argument("--max-sigma", type=float)
     flow.add_argument("--weights", default=None, help="default: best shipped model")
     args = p.parse_args(argv)
     if not args.dry_run:
@@ -83,7 +87,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             missing.append("--bbox or --point")
         if missing:
             p.error("required unless --dry-run: " + ", ".join(missing))
+        # every setting checked here, before any SLURM job is submitted
+        from pipeline.config import RunConfig
+
+        try:
+            RunConfig.from_flat(**flow_settings(args))
+        except ValueError as e:
+            p.error(str(e))
     return args
+
+
+def flow_settings(args: argparse.Namespace) -> dict:
+    """The flow's settings from the arguments (None: the pipeline's default)."""
+    return dict(out=args.out, event_time=args.event_time, stac_url=args.stac_url,
+                collection=args.collection, bands=tuple(args.asset) if args.asset else None,
+                bbox=args.bbox, point=args.point, radius_km=args.radius_km,
+                days_before=args.days_before, days_after=args.days_after,
+                max_cloud=args.max_cloud, tile=args.tile, halo=args.halo, ramp=args.ramp,
+                max_sigma=args.max_sigma, weights=args.weights)
 
 
 def make_cluster(args: argparse.Namespace):
@@ -141,21 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             # as they start, and the pipeline uses whatever workers are connected.
             from flows.earthquake_response import earthquake_response
 
-            summary = earthquake_response(
-                out=args.out,
-                event_time=args.event_time,
-                stac_url=args.stac_url,
-                collection=args.collection,
-                asset=args.asset,
-                bbox=args.bbox,
-                point=args.point,
-                radius_km=args.radius_km,
-                days_before=args.days_before,
-                days_after=args.days_after,
-                max_cloud=args.max_cloud,
-                weights=args.weights,
-                dask_address=cluster.scheduler_address,
-            )
+            settings = flow_settings(args)
+            assets = settings.pop("bands")
+            summary = earthquake_response(**settings, assets=list(assets) if assets else None,
+                                          dask_address=cluster.scheduler_address)
         print(json.dumps(summary, indent=1, default=str))
         return 0
     finally:

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,10 +20,48 @@ def test_every_documented_command_is_there():
     (["event", "--bbox", "0", "0", "1", "1", "--event-time", "yesterday", "--out", "x.zarr"],
      "ISO 8601"),
 ])
-def test_bad_event_parameters_fail_before_any_work(argv, message, tmp_path):
-    with pytest.raises(SystemExit, match=message):
-        main(argv)
+def test_bad_event_parameters_fail_before_any_work(argv, message, tmp_path, capsys,
+                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.zarr").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["pair", "a.tif", "b.tif", "--out", "x.zarr", "--halo", "500"], "halo"),
+    (["pair", "a.tif", "b.tif", "--out", "x.zarr", "--batch-size", "0"], "batch_size"),
+    (["pair", "a.tif", "b.tif", "--out", "x.zarr", "--device", "bogus"], "device"),
+    (["pair", "a.tif", "b.tif", "--out", "x.zarr", "--lambda", "-1"], "lambda"),
+    (["pair", "a.tif", "b.tif", "--out", "x.zarr", "--weights", "nope"], "unknown model"),
+    (["event", "--bbox", "0", "0", "1", "1", "--event-time", "2023-02-06", "--out", "x.zarr",
+      "--device", "bogus"], "device"),
+    (["demo", "--out", "d", "--max-sigma", "0"], "max_sigma"),
+])
+def test_bad_settings_exit_2_with_one_line_in_under_5_s(argv, message, tmp_path):
+    """Validation runs before any file, cluster, server or network call."""
+    import time
+
+    exe = str(Path(sys.executable).with_name("microflow"))
+    t0 = time.monotonic()
+    res = subprocess.run([exe, *argv], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=60)
+    seconds = time.monotonic() - t0
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.stderr, lines
+    assert seconds < 5, seconds
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_knob_is_exposed_with_help():
+    text = " ".join(build_parser()._subparsers._group_actions[0].choices["pair"]
+                    .format_help().split())
+    for option in ("--band", "--tile", "--halo", "--lambda", "--epsilon", "--denoise-halo",
+                   "--max-sigma", "--edge-margin", "--ramp", "--nodata", "--zero-is-nodata",
+                   "--append", "--overwrite", "--weights", "--device", "--dask-address"):
+        assert option in text, option
 
 
 def test_console_script_runs():

@@ -80,8 +80,10 @@ def test_new_cube_has_the_design_schema_with_zero_pairs(path):
         assert ds[name].attrs["units"] == "m"
         assert ds[name].attrs["long_name"]
     assert ds.valid.dtype == np.uint8
-    assert list(ds.valid.attrs["flag_values"]) == [0, 1]
-    assert ds.valid.attrs["flag_meanings"] == "no_data measured"
+    assert list(ds.valid.attrs["flag_values"]) == [0, 1, 2, 3, 4]
+    assert ds.valid.attrs["flag_meanings"] == "no_data measured cloud edge low_confidence"
+    for name in ("east_sigma", "north_sigma"):
+        assert ds[name].encoding["grid_mapping"] == "spatial_ref"
     assert ds.pre_time.dtype == ds.post_time.dtype == np.dtype("datetime64[ns]")
     np.testing.assert_array_equal(ds.x, X)
     np.testing.assert_array_equal(ds.y, Y)

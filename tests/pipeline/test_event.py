@@ -1,5 +1,7 @@
-"""The event job: the demo end to end on a small size, and bad input refused cleanly."""
+"""The demo end to end on a small size (search → process_pair), and bad searches refused
+cleanly before any cube is written."""
 
+import time
 from datetime import UTC, datetime
 
 import numpy as np
@@ -7,9 +9,8 @@ import pytest
 import xarray as xr
 
 from pipeline.demo import EVENT_TIME, build_demo_event, run_demo
-from pipeline.event import run_event
 from pipeline.plan import SearchParams
-from pipeline.search import NoScenesError, StacUnavailableError
+from pipeline.search import NoScenesError, StacUnavailableError, search_pairs
 from pipeline.stac_items import make_collection, make_item
 from pipeline.stac_server import LocalStacServer
 
@@ -23,14 +24,24 @@ def client():
         yield c
 
 
-def test_demo_runs_end_to_end_and_measures_the_rupture(tmp_path, client, capsys, prefect_api):
-    scores = run_demo(tmp_path, size=(256, 384), dask_address=client.scheduler.address)
+def run_event(params, out):
+    """What the event flow does before processing: plan the pairs (raises if none)."""
+    return search_pairs(params)
+
+
+def test_demo_runs_end_to_end_and_measures_the_rupture(tmp_path, client, capsys):
+    scores = run_demo(tmp_path, size=(256, 384), client=client)
     out = capsys.readouterr().out
     assert "cube:" in out and "EPE against the demo's known truth" in out
     ds = xr.open_zarr(tmp_path / "demo.zarr", decode_coords="all")
     assert ds.rio.crs.to_epsg() == 32621
-    assert ds.sizes["pair"] == 1 and set(ds.data_vars) >= {"east", "north", "east_raw",
-                                                            "north_raw", "valid"}
+    assert ds.sizes["pair"] == 1 and set(ds.data_vars) >= {
+        "east", "north", "east_raw", "north_raw", "east_sigma", "north_sigma", "valid"}
+    assert int(ds.complete.values[0]) == 1
+    valid = ds.valid.values[0]
+    assert (valid == 2).any()  # the demo's cloud is flagged cloud
+    for name in ("east", "north", "east_raw", "north_raw"):
+        assert np.isnan(ds[name].values[0][valid != 1]).all(), name
     assert ds.east.attrs["units"] == "m"
     assert str(ds.pre_id.values[0]) == "DEMO_PRE_20200518"
     assert 0.5 < scores["valid_fraction"] < 1.0  # the cloud is masked out
@@ -70,8 +81,10 @@ def test_unreachable_stac_url_fails_fast(tmp_path):
 
     port = free_port()
     out = tmp_path / "cube.zarr"
+    t0 = time.monotonic()
     with pytest.raises(StacUnavailableError, match=str(port)):
         run_event(_params(f"http://127.0.0.1:{port}", (0, 0, 1, 1)), out)
+    assert time.monotonic() - t0 < 10
     assert not out.exists()
 
 

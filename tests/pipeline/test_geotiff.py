@@ -8,11 +8,11 @@ from rasterio.transform import from_origin
 from pipeline.geotiff import load_geotiff_pair
 
 
-def _write(path, array, crs="EPSG:32611", transform=None, tags=None):
+def _write(path, array, crs="EPSG:32611", transform=None, tags=None, nodata=0):
     transform = transform or from_origin(500000, 4000000, 10, 10)
     with rasterio.open(path, "w", driver="GTiff", width=array.shape[1], height=array.shape[0],
                        count=1, dtype=array.dtype, crs=crs, transform=transform,
-                       nodata=0) as dst:
+                       nodata=nodata) as dst:
         dst.write(array, 1)
         if tags:
             dst.update_tags(**tags)
@@ -31,7 +31,7 @@ def test_same_grid_pair_loads_lazily_with_crs_and_dates(tmp_path, images):
     assert ds.pre.chunks is not None and ds.pre.dtype == np.float32
     assert ds.rio.crs.to_epsg() == 32611
     assert float(ds.x[0]) == 500005.0 and float(ds.y[0]) == 3999995.0  # pixel centres
-    np.testing.assert_array_equal(ds.post.values, images[1].astype(np.float32))
+    np.testing.assert_array_equal(ds.post.isel(band=0).values, images[1].astype(np.float32))
     assert meta["pre_id"] == "a" and meta["pre_time"].year == 2023 and meta["post_time"] is None
 
 
@@ -54,8 +54,33 @@ def test_unreadable_or_unsuitable_files_raise_clear_errors(tmp_path, images):
     with pytest.raises(FileNotFoundError):
         load_geotiff_pair(a, tmp_path / "missing.tif")
     with pytest.raises(ValueError, match="out of range"):
-        load_geotiff_pair(a, a, band=2)
+        load_geotiff_pair(a, a, bands=(1, 2))
     geo = _write(tmp_path / "geo.tif", images[1], crs="EPSG:4326",
                  transform=from_origin(10, 45, 0.001, 0.001))
     with pytest.raises(ValueError, match="geographic"):
         load_geotiff_pair(geo, geo)
+
+
+def test_uint16_zeros_are_nodata_by_default_even_without_a_tag(tmp_path, images):
+    img = images[0].copy()
+    img[:10] = 0
+    a = _write(tmp_path / "a.tif", img, nodata=None)
+    ds, _ = load_geotiff_pair(a, a, chunk=64)
+    pre = ds.pre.isel(band=0).values
+    assert np.isnan(pre[:10]).all() and np.isfinite(pre[10:]).all()
+    ds, _ = load_geotiff_pair(a, a, chunk=64, zero_is_nodata=False)
+    assert np.isfinite(ds.pre.values).all()
+
+
+def test_zeros_in_a_float_file_without_a_tag_warn_and_can_be_masked(tmp_path, images, caplog):
+    img = images[0].astype(np.float32)
+    img[:32] = 0.0
+    a = _write(tmp_path / "a.tif", img, nodata=None)
+    with caplog.at_level(logging.WARNING):
+        ds, _ = load_geotiff_pair(a, a, chunk=64)
+    assert "no nodata tag" in caplog.text and "--zero-is-nodata" in caplog.text
+    assert np.isfinite(ds.pre.values).all()  # processed as data, as the warning says
+    ds, _ = load_geotiff_pair(a, a, chunk=64, zero_is_nodata=True)
+    assert np.isnan(ds.pre.isel(band=0).values[:32]).all()
+    ds, _ = load_geotiff_pair(a, a, chunk=64, nodata=float(img[40, 40]))
+    assert np.isnan(ds.pre.isel(band=0).values[40, 40])

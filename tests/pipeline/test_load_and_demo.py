@@ -81,14 +81,17 @@ def test_loaded_pixels_sit_on_the_native_grid_unshifted(scenes):
     row = round((y0 - T.f) / T.e - 0.5)
     assert abs((x0 - T.c) / T.a - 0.5 - col) < 1e-6  # pixel centres, not shifted
     h, w = ds.sizes["y"], ds.sizes["x"]
-    np.testing.assert_array_equal(ds.pre.values, scenes["pre"][row:row + h, col:col + w])
+    np.testing.assert_array_equal(ds.pre.isel(band=0).values,
+                                  scenes["pre"][row:row + h, col:col + w])
 
 
 def test_clouds_from_scl_are_masked(scenes):
     (plan,) = search_pairs(_params(scenes, bbox=_bbox_of(T, (256, 256), frac=1.0)))
     ds = load_pair(plan, chunk=64)
-    post = ds.post.values
+    post = ds.post.isel(band=0).values
     assert np.isnan(post[:30, :30]).all() and np.isfinite(post[60:, 60:]).all()
+    cloud = ds.cloud.values
+    assert cloud[:30, :30].all() and not cloud[60:, 60:].any()  # flagged cloud, not no data
     assert ds.attrs["clouds_masked"] == 1
 
 

@@ -46,7 +46,8 @@ def _step_fields(azimuth_deg: float, seed: int = 0) -> dict[str, np.ndarray]:
     out = {"east": east + 0.02 * rng.standard_normal((H, W)),
            "north": north + 0.02 * rng.standard_normal((H, W)),
            "east_raw": east + 0.2 * rng.standard_normal((H, W)),
-           "north_raw": north + 0.2 * rng.standard_normal((H, W))}
+           "north_raw": north + 0.2 * rng.standard_normal((H, W)),
+           "east_sigma": np.full((H, W), 0.2), "north_sigma": np.full((H, W), 0.2)}
     out = {k: np.where(valid == 1, v, 1e3).astype(np.float32) for k, v in out.items()}
     out["valid"] = valid
     return out

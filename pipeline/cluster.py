@@ -1,0 +1,36 @@
+"""The Dask client a run uses: an existing scheduler, or a local cluster of processes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .config import ClusterConfig
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def dask_client(cfg: ClusterConfig, client=None) -> Iterator:
+    """``client`` if given; else a ``distributed.Client`` to ``cfg.dask_address``, or to a
+    new ``LocalCluster`` of ``cfg.workers`` single-threaded processes (closed on exit)."""
+    from distributed import Client, LocalCluster
+
+    if client is not None:
+        yield client
+        return
+    if cfg.dask_address:
+        try:
+            c = Client(cfg.dask_address, timeout="20s")
+        except OSError as e:
+            raise OSError(f"cannot reach the Dask scheduler at {cfg.dask_address}: {e}") from None
+        try:
+            yield c
+        finally:
+            c.close()
+        return
+    with LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
+            Client(cluster) as c:
+        yield c

@@ -1,0 +1,90 @@
+"""The model, resolved once: one file and its sha256, which workers load and provenance records.
+
+The driver calls :func:`resolve_model` once per run, after it knows whether the workers
+have GPUs (the default model depends on the device). Workers call :func:`worker_model`
+with the same :class:`ModelRef`: they load that file (or, where the path does not exist
+on the worker, the shipped model of the same name) and refuse to run if its sha256 is
+not the one the driver recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_CACHE: dict[tuple[str, str], object] = {}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """``name``: as the user gave it (or the default's); ``path``: the weights file (None
+    for ``untrained:<config>``); ``sha256``: its hash (``"untrained"``); ``config``: the
+    model config from the file's metadata."""
+
+    name: str
+    path: str | None
+    sha256: str
+    config: dict = field(hash=False, compare=False)
+
+    def as_attrs(self) -> dict:
+        return {"model_name": self.name, "model_weights_sha256": self.sha256,
+                "model_weights_file": self.path or "",
+                "model_iterations": self.config.get("iterations"),
+                "model_pyramid_levels": self.config.get("pyramid_levels", 0)}
+
+
+def check_weights(weights: str | None) -> None:
+    """Raise ValueError (one line) for a weights name or path that cannot resolve.
+    No loading: this runs before any cluster starts."""
+    from model.config import get_config
+    from model.registry import resolve_weights
+
+    if weights is None:
+        return
+    if str(weights).startswith("untrained:"):
+        try:
+            get_config(str(weights).split(":", 1)[1])
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"weights {weights!r}: {e}") from None
+        return
+    try:
+        resolve_weights(weights)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+
+
+def resolve_model(weights: str | None, device_type: str) -> ModelRef:
+    """The weights a run uses: ``weights`` or the best shipped model for ``device_type``
+    (``"cpu"``/``"cuda"``), as a file with its sha256 and config (not loaded)."""
+    from model.config import get_config
+    from model.registry import default_model_name, read_metadata, resolve_weights, sha256
+
+    name = weights or default_model_name(device_type) or "untrained:small"
+    if name.startswith("untrained:"):
+        return ModelRef(name, None, "untrained", get_config(name.split(":", 1)[1]).to_dict())
+    path = resolve_weights(name).resolve()
+    meta = read_metadata(path)
+    if "config" not in meta:
+        raise ValueError(f"{path} has no MicroFlow config in its metadata")
+    return ModelRef(name, str(path), sha256(path), json.loads(meta["config"]))
+
+
+def worker_model(ref: ModelRef, device):
+    """The model of ``ref`` on ``device``, loaded once per process; the file's sha256 is
+    checked against ``ref`` (RuntimeError if it differs)."""
+    from model.registry import load_model, resolve_weights
+
+    key = (ref.sha256 if ref.path else ref.name, str(device))
+    if key not in _CACHE:
+        if ref.path is None:
+            model = load_model(ref.name, device=device)
+        else:
+            path = Path(ref.path) if Path(ref.path).is_file() else resolve_weights(ref.name)
+            model = load_model(path, device=device)
+            if model.weights_sha256 != ref.sha256:
+                raise RuntimeError(f"weights {path} on this worker have sha256 "
+                                   f"{model.weights_sha256[:12]}…, not the "
+                                   f"{ref.sha256[:12]}… the run resolved")
+        _CACHE[key] = model
+    return _CACHE[key]

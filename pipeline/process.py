@@ -1,0 +1,198 @@
+"""One pair end to end: load → displacement graph → denoise → write → quick-looks.
+
+:func:`process_pair` is the only orchestrator of a pair. ``microflow pair``, the Prefect
+flows' per-pair task, the demo and the tests all call it with a :class:`PairSource` (two
+GeoTIFFs: :func:`geotiff_source`; a planned STAC pair: :func:`plan_source`) and a
+:class:`~pipeline.config.RunConfig`.
+
+1. Load the pair lazily and check it (size, CRS); read scene statistics (decimated).
+2. Resolve the model once (``pipeline.model_ref``) on the workers' device type; its
+   file's sha256 joins the inputs' fingerprints and the settings in the pair's key.
+3. Find or add the pair in the cube (``pipeline.writer.open_pair``: resume, append,
+   overwrite or refuse).
+4. Stage ``measure``: raw field and σ, written block by block.
+5. Fit the co-registration ramp on a decimated read of the stored raw field.
+6. Stage ``finish``: weighted log-TV of the stored field minus the ramp, and the flags.
+7. Mark the pair complete; draw the quick-looks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import xarray as xr
+
+from . import cube
+from .config import RunConfig
+from .fingerprint import file_fingerprint, item_fingerprint, pair_key
+from .graph import finish_graph, fit_ramp, measure_graph, pixel_size, scene_stats
+from .infer import workers_have_gpus
+from .model_ref import resolve_model
+from .writer import PairMeta, open_pair, write_stage
+
+log = logging.getLogger(__name__)
+MIN_SIZE = 64
+
+
+@dataclass(frozen=True)
+class PairSource:
+    """Where a pair's pixels come from: ids, times, input fingerprints, provenance, and
+    ``load(tile) -> xr.Dataset`` (lazy ``pre``/``post`` ``(band, y, x)``, optional
+    ``cloud``, CRS)."""
+
+    meta: PairMeta
+    fingerprints: tuple[str, str]
+    attrs: dict
+    load: Callable[[int], xr.Dataset] = field(repr=False)
+
+
+def geotiff_source(pre: str | Path, post: str | Path, cfg: RunConfig) -> PairSource:
+    """Two GeoTIFFs (bands from ``cfg.input``). Raises at once for a missing or unusable
+    file (the headers are opened here; pixels are not read)."""
+    from .geotiff import load_geotiff_pair
+
+    pre, post = Path(pre), Path(post)
+    inputs = cfg.input
+    if not all(isinstance(b, int) for b in inputs.bands):
+        raise ValueError(f"GeoTIFF bands are numbers, got {list(inputs.bands)}")
+
+    def load(tile: int) -> xr.Dataset:
+        return load_geotiff_pair(pre, post, inputs.bands, tile, inputs.nodata,
+                                 inputs.zero_is_nodata)[0]
+
+    _, meta = load_geotiff_pair(pre, post, inputs.bands, cfg.tiling.tile, inputs.nodata,
+                                False)
+    return PairSource(PairMeta(**meta), (file_fingerprint(pre), file_fingerprint(post)),
+                      {"pre_file": str(pre), "post_file": str(post)}, load)
+
+
+def plan_source(plan, cfg: RunConfig) -> PairSource:
+    """A planned STAC pair (``pipeline.plan.PairPlan``), assets from ``cfg.input``."""
+    from .load import load_pair
+
+    assets = tuple(str(b) for b in cfg.input.bands)
+
+    def load(tile: int) -> xr.Dataset:
+        return load_pair(plan, chunk=tile, assets=assets)
+
+    meta = PairMeta(plan.pre.id, plan.post.id, plan.pre.datetime, plan.post.datetime)
+    used = (*assets, "scl")
+    attrs = {"grid": plan.pre.grid_key, "epsg": plan.epsg, "pre_cloud": plan.pre.cloud,
+             "post_cloud": plan.post.cloud}
+    return PairSource(meta, (item_fingerprint(plan.pre.item, used),
+                             item_fingerprint(plan.post.item, used)), attrs, load)
+
+
+@dataclass
+class PairResult:
+    """Where one processed pair went."""
+
+    cube: Path
+    index: int
+    meta: PairMeta
+    blocks_computed: int
+    quicklooks: list[Path]
+
+
+def software_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("microflow")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _check_pair(pair: xr.Dataset) -> None:
+    if pair.sizes["y"] < MIN_SIZE or pair.sizes["x"] < MIN_SIZE:
+        raise ValueError(f"area to process is {pair.sizes['y']}x{pair.sizes['x']} px; at "
+                         f"least {MIN_SIZE}x{MIN_SIZE} is needed")
+    if pair.rio.crs is None:
+        raise ValueError("the loaded pair has no CRS")
+    xres, yres = pixel_size(pair)
+    if not (xres > 0 and yres < 0):
+        raise ValueError(f"the grid is not north-up (x step {xres}, y step {yres}); east/north "
+                         "would be wrong")
+
+
+def provenance(cfg: RunConfig, model, source: PairSource) -> dict:
+    """The pair's provenance: software, model file and hash, every setting, inputs."""
+    return {
+        "title": "MicroFlow ground displacement",
+        "software": "microflow",
+        "software_version": software_version(),
+        **model.as_attrs(),
+        **cfg.as_attrs(),
+        **source.attrs,
+        "pre_fingerprint": source.fingerprints[0],
+        "post_fingerprint": source.fingerprints[1],
+        "displacement_convention": "post(row + dy, col + dx) = pre(row, col); "
+                                   "east = dx * xres, north = -dy * |yres|",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
+                 out: str | Path | None = None, progress: bool = True) -> PairResult:
+    """Process one pair into the cube ``out`` (default ``cfg.output.out``); see the module
+    docstring. ``client``: a ``distributed.Client`` (default: per ``cfg.cluster``).
+
+    Raises ``writer.PairExistsError`` when the cube holds these scenes from other inputs or
+    settings, ``writer.BlockFailedError`` when a block fails (finished blocks are kept: a
+    rerun resumes), ValueError for unusable inputs (before any cluster starts).
+    """
+    from .cluster import dask_client
+
+    out = Path(out or cfg.output.out)
+    pair = source.load(cfg.tiling.tile)
+    _check_pair(pair)
+    stats = scene_stats(pair)
+    xres, yres = pixel_size(pair)
+    with dask_client(cfg.cluster, client) as c:
+        gpu = workers_have_gpus(c)
+        device = cfg.model.device or ("cuda" if gpu else "cpu")
+        model = resolve_model(cfg.model.weights, device.split(":")[0])
+        key = pair_key(*source.fingerprints, model.sha256, cfg.numbers_key())
+        attrs = provenance(cfg, model, source)
+        index = open_pair(out, x=pair.x.values, y=pair.y.values, crs=pair.rio.crs,
+                          tile=cfg.tiling.tile, meta=source.meta, key=key, attrs=attrs,
+                          provenance={**attrs, "pair_key": key},
+                          if_exists=cfg.output.if_exists)
+        log.info("pair %d: %s -> %s into %s (model %s, sha256 %s…)%s", index,
+                 source.meta.pre_id, source.meta.post_id, out, model.name, model.sha256[:12],
+                 ", on GPU workers" if gpu else "")
+        n = write_stage(out, index, "measure", measure_graph(pair, stats, cfg, model, gpu), c,
+                        progress=progress)
+        stored = cube.open_cube(out).isel(pair=index)
+        try:
+            ramp = fit_ramp(stored, cfg.confidence.ramp, xres, yres)
+            why = "" if ramp is not None else "ramp=keep"
+        except ValueError as e:  # too few confident pixels to fit: say so, keep the ramp
+            log.warning("pair %d: no co-registration ramp removed: %s", index, e)
+            ramp, why = None, str(e)
+        cube.update_provenance(out, index, {
+            "ramp_removed": ramp is not None,
+            "ramp": ramp.as_dict(xres, yres) if ramp is not None else {"mode": "keep",
+                                                                      "why": why}})
+        n += write_stage(out, index, "finish", finish_graph(pair, stored, ramp, cfg), c,
+                         progress=progress)
+        cube.set_complete(out, index)
+    pngs = []
+    if cfg.output.quicklooks:
+        from .quicklook import draw_quicklooks
+
+        pngs = draw_quicklooks(out, index)
+    return PairResult(out, index, source.meta, n, pngs)
+
+
+def cube_path_for(out: Path, plan, n_plans: int) -> Path:
+    """``out`` itself for one grid; ``<out stem>_<grid>.zarr`` beside it for several."""
+    if n_plans == 1:
+        return Path(out)
+    key = "".join(ch if ch.isalnum() else "-" for ch in plan.pre.grid_key)
+    out = Path(out)
+    return out.with_name(f"{out.stem}_{key}{out.suffix or '.zarr'}")
