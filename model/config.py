@@ -23,6 +23,8 @@ class MicroFlowConfig:
         pyramid_levels: coarse-to-fine levels: with 1, the same network first runs on
             2x average-pooled images and its (upsampled, doubled) field is ``df_0`` at
             full resolution, which halves the displacement it must find from scratch.
+        correlator_start: at inference, ``df_0`` is the frequency correlator's field
+            (``model.correlator_start``) instead of the coarse-to-fine estimate.
     """
 
     stem: tuple[int, ...] = (32, 32)
@@ -33,6 +35,7 @@ class MicroFlowConfig:
     detach_between: bool = True
     flow_scale: float = 1.0
     pyramid_levels: int = 0
+    correlator_start: bool = False
 
     def __post_init__(self) -> None:
         if not self.stem or any(c < 1 for c in self.stem + self.down):

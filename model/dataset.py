@@ -87,9 +87,15 @@ def augment_batch(pre: np.ndarray, post: np.ndarray, flow: np.ndarray, valid: np
     """Random crop, flips and transposes of a batch, with the matching field changes.
 
     A left-right flip negates ``dx``, an up-down flip negates ``dy``, a transpose swaps
-    them. Inputs ``(B, H, W)`` / ``(B, 2, H, W)``; outputs cropped to ``crop``.
+    them. Inputs ``(B, H, W)`` / ``(B, 2k, H, W)``: ``flow`` may stack several
+    ``(dx, dy)`` fields (e.g. the truth and a starting field), each transformed alike;
+    outputs cropped to ``crop``.
     """
     b, h, w = pre.shape
+    k = flow.shape[1] // 2
+    flip_x = np.tile(np.array([-1, 1], np.float32), k)[:, None, None]
+    flip_y = np.tile(np.array([1, -1], np.float32), k)[:, None, None]
+    swap = np.arange(2 * k).reshape(k, 2)[:, ::-1].ravel()  # (dx, dy) -> (dy, dx)
     outs = ([], [], [], [])
     for i in range(b):
         r = int(rng.integers(0, h - crop + 1))
@@ -97,13 +103,11 @@ def augment_batch(pre: np.ndarray, post: np.ndarray, flow: np.ndarray, valid: np
         a, p = pre[i, r:r + crop, c:c + crop], post[i, r:r + crop, c:c + crop]
         f, v = flow[i, :, r:r + crop, c:c + crop].copy(), valid[i, r:r + crop, c:c + crop]
         if rng.random() < 0.5:
-            a, p, v, f = a[:, ::-1], p[:, ::-1], v[:, ::-1], f[:, :, ::-1] * np.array(
-                [-1, 1], np.float32)[:, None, None]
+            a, p, v, f = a[:, ::-1], p[:, ::-1], v[:, ::-1], f[:, :, ::-1] * flip_x
         if rng.random() < 0.5:
-            a, p, v, f = a[::-1], p[::-1], v[::-1], f[:, ::-1] * np.array(
-                [1, -1], np.float32)[:, None, None]
+            a, p, v, f = a[::-1], p[::-1], v[::-1], f[:, ::-1] * flip_y
         if rng.random() < 0.5:
-            a, p, v, f = a.T, p.T, v.T, f[::-1].transpose(0, 2, 1)
+            a, p, v, f = a.T, p.T, v.T, f[swap].transpose(0, 2, 1)
         for lst, x in zip(outs, (a, p, f, v), strict=True):
             lst.append(np.ascontiguousarray(x))
     return tuple(np.stack(x) for x in outs)  # type: ignore[return-value]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .correlator_start import correlator_starts
 from .denoise import LogTVConfig, logtv_denoise, weights_from_sigma
 from .microflow import MicroFlow
 from .normalize import as_float_image, normalize, robust_stats
@@ -42,7 +43,8 @@ def predict_tiles(model: MicroFlow, pre_tiles: np.ndarray, post_tiles: np.ndarra
     Args:
         pre_tiles, post_tiles: ``(B, th, tw)`` float32 (NaN = nodata).
         stats: scene-wide ``((pre_center, pre_scale), (post_center, post_scale))``.
-        levels: coarse-to-fine levels (default: the model's own).
+        levels: coarse-to-fine levels (default: the model's own start: coarse-to-fine,
+            or the correlator's field if ``model.config.correlator_start``).
         sigma: also return the per-pixel uncertainty (``model.sigma_model``).
     Returns:
         ``(B, 2, th, tw)`` float32 ``(dx, dy)`` in pixels (final iteration), or with
@@ -53,8 +55,11 @@ def predict_tiles(model: MicroFlow, pre_tiles: np.ndarray, post_tiles: np.ndarra
     pre = torch.from_numpy(np.ascontiguousarray(pre_tiles[:, None])).to(device)
     post = torch.from_numpy(np.ascontiguousarray(post_tiles[:, None])).to(device)
     t = [(torch.tensor(m, device=device), torch.tensor(s, device=device)) for m, s in stats]
+    init = None
+    if levels is None and model.config.correlator_start:
+        init = torch.from_numpy(correlator_starts(pre_tiles, post_tiles)).to(device)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-        flows = model(pre, post, stats=(t[0], t[1]), levels=levels)
+        flows = model(pre, post, stats=(t[0], t[1]), levels=levels, init=init)
     flow = flows[-1].float()
     if not sigma:
         return flow.cpu().numpy()

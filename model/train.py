@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .config import get_config
+from .correlator_start import correlator_starts
 from .dataset import RANGE_NAMES, SampleSet, augment_batch
 from .losses import sequence_loss
 from .metrics import epe
@@ -47,6 +48,7 @@ class TrainConfig:
     range_balanced: bool = True  # weight each pair's L1 by 1/clip(peak, 0.5, 10)
     pyramid_levels: int | None = None  # set the model's coarse-to-fine levels (None: keep)
     pyramid_fraction: float = 0.5  # share of batches trained from the coarse-to-fine df_0
+    correlator_fraction: float = 0.0  # share trained from the correlator's field as df_0
     extra: dict = field(default_factory=dict)
 
 
@@ -125,6 +127,12 @@ def train(cfg: TrainConfig, train_set: SampleSet, val_set: SampleSet, out_dir: s
     present = np.array([(train_set.range_idx == i).any() for i in range(len(RANGE_NAMES))],
                        dtype=float)
     by_range = [np.flatnonzero(train_set.range_idx == i) for i in range(len(RANGE_NAMES))]
+    if not 0 <= cfg.pyramid_fraction + cfg.correlator_fraction <= 1:
+        raise ValueError("pyramid_fraction + correlator_fraction must be in [0, 1]")
+    starts = None
+    if cfg.correlator_fraction > 0:  # once per run: ~10 ms per 160² pair
+        log.info("correlator starts for %d training pairs", len(train_set))
+        starts = correlator_starts(train_set.pre, train_set.post)
     t0 = time.monotonic()
     start_step = state["step"]
     step = start_step
@@ -164,8 +172,19 @@ def train(cfg: TrainConfig, train_set: SampleSet, val_set: SampleSet, out_dir: s
         probs = _range_probabilities(step, cfg, present)
         ranges = rng.choice(len(RANGE_NAMES), size=cfg.batch, p=probs)
         idx = np.array([rng.choice(by_range[r]) for r in ranges])
-        a, b, f, v = augment_batch(train_set.pre[idx], train_set.post[idx],
-                                   train_set.flow[idx], train_set.valid[idx], cfg.crop, rng)
+        # A share of batches starts from the coarse-to-fine df_0 (as at inference), one
+        # from the correlator's field, the rest from 0, so the network learns both the
+        # full search and the refinement of a start.
+        u = rng.random()
+        use_corr = starts is not None and u >= 1 - cfg.correlator_fraction
+        levels = model.config.pyramid_levels if u < cfg.pyramid_fraction else 0
+        fields = train_set.flow[idx]
+        if use_corr:
+            fields = np.concatenate([fields, starts[idx]], axis=1)
+        a, b, f, v = augment_batch(train_set.pre[idx], train_set.post[idx], fields,
+                                   train_set.valid[idx], cfg.crop, rng)
+        init = torch.from_numpy(f[:, 2:]).to(dev) if use_corr else None
+        f = f[:, :2]
         a_t = torch.from_numpy(a[:, None]).to(dev).contiguous(memory_format=torch.channels_last)
         b_t = torch.from_numpy(b[:, None]).to(dev).contiguous(memory_format=torch.channels_last)
         f_t = torch.from_numpy(f).to(dev)
@@ -175,11 +194,8 @@ def train(cfg: TrainConfig, train_set: SampleSet, val_set: SampleSet, out_dir: s
             sw = torch.from_numpy(1.0 / np.clip(train_set.peak[idx], 0.5, 10.0)).to(dev)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        # A share of batches starts from the coarse-to-fine df_0 (as at inference), the
-        # rest from 0, so the network learns both the full search and the refinement.
-        levels = model.config.pyramid_levels if rng.random() < cfg.pyramid_fraction else 0
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            flows = model(a_t, b_t, levels=levels)
+            flows = model(a_t, b_t, levels=levels, init=init)
         loss = sequence_loss([x.float() for x in flows], f_t, cfg.gamma, v_t, sw)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -56,3 +56,30 @@ def test_a_crop_larger_than_the_samples_is_refused_with_a_hint(tmp_path, texture
     with pytest.raises(ValueError, match="microflow data --size 160"):
         train(TrainConfig(config="tiny", crop=128, steps=1), s, s, tmp_path, device="cpu")
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_augmentation_transforms_a_stacked_start_like_the_truth(texture):
+    rng = np.random.default_rng(0)
+    s = generate_samples([texture.astype(np.float32)], 4, 96, rng, ranges=["small"],
+                         change_fraction=0.0)
+    stacked = np.concatenate([s.flow, s.flow], axis=1)
+    for seed in range(8):
+        _a, _b, f, _v = augment_batch(s.pre, s.post, stacked, s.valid, 64,
+                                      np.random.default_rng(seed))
+        assert f.shape == (4, 4, 64, 64)
+        np.testing.assert_array_equal(f[:, :2], f[:, 2:])
+        ref = augment_batch(s.pre, s.post, s.flow, s.valid, 64, np.random.default_rng(seed))[2]
+        np.testing.assert_array_equal(f[:, :2], ref)
+
+
+def test_training_from_correlator_starts_runs_and_is_recorded(tmp_path, texture):
+    rng = np.random.default_rng(0)
+    tr = generate_samples([texture.astype(np.float32)], 4, 96, rng, change_fraction=0.0)
+    cfg = TrainConfig(config="tiny", name="c", batch=2, crop=64, steps=2, minutes=5,
+                      val_every=2, pyramid_fraction=0.0, correlator_fraction=1.0)
+    assert train(cfg, tr, tr, tmp_path, device="cpu")["step"] == 2
+    runs = json.loads((tmp_path / "c.json").read_text())["runs"]
+    assert runs[-1]["correlator_fraction"] == 1.0
+    with pytest.raises(ValueError, match="correlator_fraction"):
+        train(TrainConfig(**{**cfg.__dict__, "pyramid_fraction": 0.5, "steps": 3}), tr, tr,
+              tmp_path, device="cpu")
