@@ -147,7 +147,8 @@ def real_benchmark(out: Path, weights: str | None = None, folder: Path = REAL_DI
     t_raw = time.perf_counter() - t0
     t0 = time.perf_counter()
     w = weights_from_sigma(sigma) if sigma is not None else None
-    tv = logtv_denoise(np.where(data, raw, np.nan), LogTVConfig(), weights=w)
+    tv = logtv_denoise(np.where(data, raw, np.nan), LogTVConfig(), weights=w,
+                       weights_reference=1.0)
     t_tv = t_raw + time.perf_counter() - t0
     t0 = time.perf_counter()
     corr = frequency_correlate(pre, post, CorrelatorConfig(window=CORR_WINDOW, step=CORR_STEP))

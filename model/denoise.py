@@ -18,9 +18,11 @@ sharp. All planes are solved at once, vectorised on the device.
 
 Confidence weights: with ``weights=w`` the data term becomes Σ w (u − f)², so pixels the
 model cannot trust (small w, e.g. ``w = 1/σ²``) are filled from their confident neighbours
-while a fault's jump stays sharp. Weights are normalised per plane (divided by the median
-of the positive weights, then clipped to ``WEIGHT_MAX``), so that λ keeps the meaning it has
-without weights: the median pixel carries the weight 1 of the unweighted problem. The data
+while a fault's jump stays sharp. Weights are normalised (divided by a reference, by
+default each plane's median positive weight, then clipped to ``WEIGHT_MAX``), so that λ
+keeps the meaning it has without weights: a reference pixel carries the weight 1 of the
+unweighted problem. ``weights_from_sigma`` gives absolute weights (σ = 0.1 px → 1) that
+are used with the reference 1, so that chunks of a mosaic agree with the whole. The data
 term is then only 2·min(w)-strongly convex, so the primal–dual solver accelerates with
 γ = 2·min(w) per plane (not the γ = 2 of unit weights), and runs at fixed steps
 (the plain, O(1/k) Chambolle–Pock method) where a plane has a zero weight.
@@ -45,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+SIGMA_REFERENCE_PX = 0.1
+"""σ (px) of a pixel that weighs 1: the noise level the default λ and ε were tuned for."""
 WEIGHT_MAX = 10.0  # largest normalised data weight (a pixel counts at most 10x the median)
 
 
@@ -131,13 +135,16 @@ def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor
 
 
 def normalise_weights(weights: np.ndarray | torch.Tensor,
-                      field: np.ndarray | torch.Tensor) -> torch.Tensor:
+                      field: np.ndarray | torch.Tensor, reference: float | None = None
+                      ) -> torch.Tensor:
     """Data weights as :func:`logtv_denoise` uses them, float32 tensor of ``field``'s shape.
 
     ``weights`` (non-negative, broadcastable to ``field``'s shape, e.g. ``(2, H, W)`` or
     ``(H, W)`` for a ``(2, H, W)`` field) are set to 0 where ``field`` or the weight is not
-    finite, divided per ``(H, W)`` plane by the median of that plane's positive weights,
-    and clipped to ``[0, WEIGHT_MAX]``. A plane with no positive weight is all zeros.
+    finite, divided by ``reference`` (default: per ``(H, W)`` plane, the median of that
+    plane's positive weights), and clipped to ``[0, WEIGHT_MAX]``. A plane with no
+    positive weight is all zeros. A fixed ``reference`` makes a pixel's weight depend on
+    its own value only, so chunks of a mosaic agree with the whole.
     """
     f = _as_tensor(field, torch.float32)
     w = _as_tensor(weights, torch.float32).to(f.device)
@@ -154,7 +161,8 @@ def normalise_weights(weights: np.ndarray | torch.Tensor,
     for i, plane in enumerate(planes):
         pos = plane[plane > 0]
         if pos.numel():
-            out[i] = (plane / pos.median()).clamp_(max=WEIGHT_MAX)
+            ref = pos.median() if reference is None else reference
+            out[i] = (plane / ref).clamp_(max=WEIGHT_MAX)
     return out.reshape(f.shape)
 
 
@@ -248,7 +256,8 @@ def _mm_solve(f: torch.Tensor, m: torch.Tensor | None, cfg: LogTVConfig) -> torc
 
 def logtv_denoise(field: np.ndarray | torch.Tensor, config: LogTVConfig = LogTVConfig(), *,
                   device: str | torch.device | None = None,
-                  weights: np.ndarray | torch.Tensor | None = None
+                  weights: np.ndarray | torch.Tensor | None = None,
+                  weights_reference: float | None = None
                   ) -> np.ndarray | torch.Tensor:
     """Denoise every ``(H, W)`` plane of a displacement field with (weighted) log-TV.
 
@@ -264,6 +273,8 @@ def logtv_denoise(field: np.ndarray | torch.Tensor, config: LogTVConfig = LogTVC
             :func:`normalise_weights` (median of the positive weights → 1, clipped to
             ``WEIGHT_MAX``); zero or NaN weights make a pixel a hole, filled from its
             neighbours. Weights all equal give the unweighted result.
+        weights_reference: the weight that counts as 1 instead of each plane's median
+            (``1.0`` for :func:`weights_from_sigma`'s absolute weights: chunks then agree).
 
     Returns:
         Same type and shape as ``field``, float32, in pixels (a tensor comes back on the
@@ -277,7 +288,7 @@ def logtv_denoise(field: np.ndarray | torch.Tensor, config: LogTVConfig = LogTVC
     valid = torch.isfinite(f)
     with torch.no_grad():
         if weights is not None:
-            m = normalise_weights(weights, x).to(f.device).reshape(f.shape)
+            m = normalise_weights(weights, x, weights_reference).to(f.device).reshape(f.shape)
         else:
             m = valid.to(f.dtype)
         if config.lam == 0 or f.numel() == 0:
@@ -295,7 +306,13 @@ def logtv_denoise(field: np.ndarray | torch.Tensor, config: LogTVConfig = LogTVC
 
 def weights_from_sigma(sigma: np.ndarray | torch.Tensor, floor_px: float = 0.05
                        ) -> np.ndarray | torch.Tensor:
-    """Data weights ``1/max(σ, floor)²`` for :func:`logtv_denoise`, normalised per plane.
+    """Data weights ``(SIGMA_REFERENCE_PX / max(σ, floor))²`` for :func:`logtv_denoise`.
+
+    A pixel with σ = :data:`SIGMA_REFERENCE_PX` (the noise the default λ and ε were tuned
+    for) weighs 1, as in unweighted log-TV: a pixel with σ weighs as if λ were rescaled
+    to its noise (``LogTVConfig.for_noise``). Each weight depends on its own σ only, so a
+    chunk of a mosaic gets the same weights as the whole; pass
+    ``weights_reference=1.0`` to :func:`logtv_denoise`.
 
     Args:
         sigma: one-standard-deviation uncertainty in pixels, e.g. ``(2, H, W)`` for
@@ -303,16 +320,14 @@ def weights_from_sigma(sigma: np.ndarray | torch.Tensor, floor_px: float = 0.05
         floor_px: σ below this (px) counts as this, so no pixel dominates by a tiny σ.
 
     Returns:
-        Same type and shape as ``sigma``, float32: weights divided by the median of each
-        plane's positive weights and clipped to ``WEIGHT_MAX`` (what ``logtv_denoise``
-        does anyway, so the values read as "times the median pixel").
+        Same type and shape as ``sigma``, float32, clipped to ``WEIGHT_MAX``.
     """
     if not floor_px > 0:
         raise ValueError(f"floor_px must be > 0, got {floor_px}")
     s = _as_tensor(sigma, torch.float32)
-    w = s.clamp(min=floor_px).square().reciprocal()
+    w = (SIGMA_REFERENCE_PX / s.clamp(min=floor_px)).square()
     w = torch.where(torch.isfinite(s), w, 0.0)
-    out = normalise_weights(w, s.nan_to_num(0.0))
+    out = normalise_weights(w, s.nan_to_num(0.0), reference=1.0)
     if torch.is_tensor(sigma):
         return out.to(sigma.device)
     return out.cpu().numpy()

@@ -166,7 +166,7 @@ def estimate_displacement(
     if denoise:
         weights = None if sigma is None else weights_from_sigma(sigma)
         flow = logtv_denoise(flow, denoise_config or LogTVConfig(), device=dev,
-                             weights=weights)
+                             weights=weights, weights_reference=1.0)
         flow[:, missing] = np.nan
     flow = flow.astype(np.float32)
     return (flow, sigma.astype(np.float32)) if return_sigma else flow

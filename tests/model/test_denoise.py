@@ -231,7 +231,8 @@ def _fault_with_changed_patches(size: int = 160, seed: int = 3):
 def _weighted_and_plain():
     clean, f, sigma, patches, dist = _fault_with_changed_patches()
     return (clean, f, sigma, patches, dist,
-            logtv_denoise(f, weights=weights_from_sigma(sigma)), logtv_denoise(f))
+            logtv_denoise(f, weights=weights_from_sigma(sigma), weights_reference=1.0),
+            logtv_denoise(f))
 
 
 def _epe(u, clean, mask):
@@ -312,10 +313,17 @@ def test_weights_from_sigma_floors_sigma_and_zeroes_nan():
     sigma[0, 0, 1] = 0.4
     sigma[1, 1, 1] = np.nan
     w = weights_from_sigma(sigma, floor_px=0.1)
-    assert w[0, 0, 0] == pytest.approx((0.2 / 0.1) ** 2)
-    assert w[0, 0, 1] == pytest.approx(0.25)
+    assert w[0, 0, 0] == pytest.approx(1.0)  # floored at 0.1 px = SIGMA_REFERENCE_PX
+    assert w[0, 0, 1] == pytest.approx((0.1 / 0.4) ** 2)
     assert w[1, 1, 1] == 0.0
-    assert w[0, 2, 2] == pytest.approx(1.0)
+    assert w[0, 2, 2] == pytest.approx((0.1 / 0.2) ** 2)
+
+
+def test_sigma_weights_of_a_pixel_do_not_depend_on_the_rest_of_the_chunk():
+    rng = np.random.default_rng(3)
+    sigma = rng.uniform(0.05, 2.0, (2, 32, 32)).astype(np.float32)
+    whole = weights_from_sigma(sigma)
+    np.testing.assert_array_equal(weights_from_sigma(sigma[:, 8:20, 4:30]), whole[:, 8:20, 4:30])
 
 
 def test_bad_weights_are_rejected():
