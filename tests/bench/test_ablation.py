@@ -13,7 +13,8 @@ def test_ablation_reports_every_variant_and_range(tmp_path, texture, capsys):
     np.savez(path, **s.to_dict())
     main(["--val", str(path), "--weights", "untrained:tiny", "--per-range", "2"])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 7  # header + 6 variants
+    assert len(lines) == 8  # header + 7 variants
+    assert any(line.strip().startswith("correlator start") for line in lines)
     for line in lines[1:]:
         assert all(r in line for r in ("translation", "very_small", "small", "large"))
 
