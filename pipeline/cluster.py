@@ -30,7 +30,11 @@ def dask_client(cfg: ClusterConfig, client=None) -> Iterator:
         finally:
             c.close()
         return
+    # a failing block is reported once, by the writer; the workers' own report of it
+    # (with its traceback) only with debug logging (microflow -v)
+    quiet = logging.CRITICAL if not logging.getLogger().isEnabledFor(logging.DEBUG) \
+        else logging.WARNING
     with LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.WARNING) as cluster, \
+                      dashboard_address=None, silence_logs=quiet) as cluster, \
             Client(cluster) as c:
         yield c

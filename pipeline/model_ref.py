@@ -49,25 +49,36 @@ def check_weights(weights: str | None) -> None:
             raise ValueError(f"weights {weights!r}: {e}") from None
         return
     try:
-        resolve_weights(weights)
+        path = resolve_weights(weights)
     except FileNotFoundError as e:
         raise ValueError(str(e)) from None
+    _config_of(path)
 
 
 def resolve_model(weights: str | None, device_type: str) -> ModelRef:
     """The weights a run uses: ``weights`` or the best shipped model for ``device_type``
     (``"cpu"``/``"cuda"``), as a file with its sha256 and config (not loaded)."""
     from model.config import get_config
-    from model.registry import default_model_name, read_metadata, resolve_weights, sha256
+    from model.registry import default_model_name, resolve_weights, sha256
 
     name = weights or default_model_name(device_type) or "untrained:small"
     if name.startswith("untrained:"):
         return ModelRef(name, None, "untrained", get_config(name.split(":", 1)[1]).to_dict())
     path = resolve_weights(name).resolve()
-    meta = read_metadata(path)
+    return ModelRef(name, str(path), sha256(path), _config_of(path))
+
+
+def _config_of(path: Path) -> dict:
+    """The model config in a weights file's metadata (reads the header only)."""
+    from model.registry import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except Exception as e:  # safetensors raises its own error type
+        raise ValueError(f"cannot read weights {path}: {e}") from None
     if "config" not in meta:
         raise ValueError(f"{path} has no MicroFlow config in its metadata")
-    return ModelRef(name, str(path), sha256(path), json.loads(meta["config"]))
+    return json.loads(meta["config"])
 
 
 def worker_model(ref: ModelRef, device):

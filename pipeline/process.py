@@ -176,7 +176,7 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
             ramp, why = None, str(e)
         cube.update_provenance(out, index, {
             "ramp_removed": ramp is not None,
-            "ramp": ramp.as_dict(xres, yres) if ramp is not None else {"mode": "keep",
+            "ramp_fit": ramp.as_dict(xres, yres) if ramp is not None else {"mode": "keep",
                                                                       "why": why}})
         n += write_stage(out, index, "finish", finish_graph(pair, stored, ramp, cfg), c,
                          progress=progress)

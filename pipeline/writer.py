@@ -128,9 +128,11 @@ def write_stage(out: Path, index: int, stage: str, arrays: dict[str, da.Array], 
                 client.cancel(futures)
                 r1 = min((i + 1) * chunk, blocks[0].shape[0]) - 1
                 c1 = min((j + 1) * chunk, blocks[0].shape[1]) - 1
+                why = " ".join(str(exc).split())
+                why = why if len(why) <= 400 else why[:400] + "…"
                 raise BlockFailedError(
                     f"block ({i}, {j}) (rows {i * chunk}-{r1}, cols {j * chunk}-{c1}) of pair "
-                    f"{index} failed in {stage}: {type(exc).__name__}: {exc}") from exc
+                    f"{index} failed in {stage}: {type(exc).__name__}: {why}") from exc
             bar.update(1)
     except BaseException:
         client.cancel(futures)

@@ -35,6 +35,8 @@ def test_bad_event_parameters_fail_before_any_work(argv, message, tmp_path, caps
     (["pair", "a.tif", "b.tif", "--out", "x.zarr", "--device", "bogus"], "device"),
     (["pair", "a.tif", "b.tif", "--out", "x.zarr", "--lambda", "-1"], "lambda"),
     (["pair", "a.tif", "b.tif", "--out", "x.zarr", "--weights", "nope"], "unknown model"),
+    (["pair", "a.tif", "b.tif", "--out", "x.zarr", "--weights", "/dev/null/w.safetensors"],
+     "not found"),
     (["event", "--bbox", "0", "0", "1", "1", "--event-time", "2023-02-06", "--out", "x.zarr",
       "--device", "bogus"], "device"),
     (["demo", "--out", "d", "--max-sigma", "0"], "max_sigma"),

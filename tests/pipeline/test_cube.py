@@ -313,3 +313,44 @@ def test_rerunning_add_pair_refreshes_consolidated_metadata_left_stale_by_a_cras
     assert xr.open_zarr(path, consolidated=True).sizes["pair"] == 0  # readers: old state
     assert _add(path) == 0
     assert xr.open_zarr(path, consolidated=True).sizes["pair"] == 1
+
+
+def test_pairs_list_identity_and_completion_and_reset_empties_a_pair(path):
+    fields = _fields(1)
+    i = cube.add_pair(path, pre_time=None, post_time=None, pre_id="a", post_id="b", key="k1")
+    assert cube.add_pair(path, pre_time=None, post_time=None, pre_id="a", post_id="b",
+                         key="k1") == i  # same identity: same pair
+    j = cube.add_pair(path, pre_time=None, post_time=None, pre_id="a", post_id="b", key="k2")
+    assert (i, j) == (0, 1)
+    _write_all(path, i, fields)
+    cube.set_complete(path, i)
+    entries = cube.pairs(path)
+    assert [(e.index, e.key, e.complete) for e in entries] == [(0, "k1", True),
+                                                                (1, "k2", False)]
+    assert cube.open_cube(path).complete.values.tolist() == [1, 0]
+    cube.reset_pair(path, i, pre_time=None, post_time=None, key="k3", attrs={"new": 1})
+    assert cube.done_blocks(path, i) == set() == cube.done_blocks(path, i, "measure")
+    ds = cube.open_cube(path)
+    assert np.isnan(ds.east.values[i]).all() and (ds.valid.values[i] == 0).all()
+    assert cube.pairs(path)[i].key == "k3" and not cube.pairs(path)[i].complete
+    assert cube.pair_provenance(ds, i) == {"new": 1}
+
+
+def test_a_stage_marker_is_written_last(path, monkeypatch):
+    index = _add(path)
+    _, _, data = _block(_fields(1), 0, 0)
+    measure = {n: data[n] for n in cube.MEASURE_VARS}
+    real = cube._write_data_vars
+
+    def crash_before_marker(p, idx, d, names):
+        real(p, idx, d, tuple(n for n in names if n != "north_sigma"))
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(cube, "_write_data_vars", crash_before_marker)
+    with pytest.raises(RuntimeError):
+        cube.write_block(path, index, 0, 0, measure)
+    monkeypatch.undo()
+    assert cube.done_blocks(path, index, "measure") == set()
+    cube.write_block(path, index, 0, 0, measure)
+    assert cube.done_blocks(path, index, "measure") == {(0, 0)}
+    assert cube.done_blocks(path, index) == set()  # finished only with east, north, valid
