@@ -34,7 +34,26 @@ def dask_client(cfg: ClusterConfig, client=None) -> Iterator:
     # (with its traceback) only with debug logging (microflow -v)
     quiet = logging.CRITICAL if not logging.getLogger().isEnabledFor(logging.DEBUG) \
         else logging.WARNING
-    with LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=quiet) as cluster, \
-            Client(cluster) as c:
+    with _ignoring_sigint():  # worker processes inherit it: Ctrl-C is the driver's to handle
+        cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=quiet)
+    with cluster, Client(cluster) as c:
         yield c
+
+
+@contextmanager
+def _ignoring_sigint() -> Iterator[None]:
+    """SIGINT ignored while worker processes start, so that a Ctrl-C (sent to the whole
+    process group by a terminal) stops the driver cleanly instead of printing a
+    traceback from every worker; the driver then closes the cluster."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)

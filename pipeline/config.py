@@ -25,14 +25,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 from model.denoise import LogTVConfig
+from model.uncertainty import DEFAULT_MAX_SIGMA_PX
 
 from .plan import SearchParams
 
 RAMP_MODES = ("keep", "offset", "plane")
 IfExists = Literal["resume", "append", "overwrite"]
-# TODO(lead): import model.uncertainty.DEFAULT_MAX_SIGMA_PX once it lands; this is the one
-# place the literal is written.
-DEFAULT_MAX_SIGMA_PX = 0.5
 
 
 class ConfigError(ValueError):

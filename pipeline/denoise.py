@@ -32,7 +32,10 @@ def denoise_block(stack: np.ndarray, *, cfg: LogTVConfig) -> np.ndarray:
     weights = None
     if stack.shape[0] >= 4 and np.isfinite(stack[2:4]).any():
         weights = weights_from_sigma(np.asarray(stack[2:4], dtype=np.float32))
-    return np.asarray(logtv_denoise(field, cfg, weights=weights), dtype=np.float32)
+    # absolute weights (reference 1): a pixel weighs the same in its chunk as in the whole
+    return np.asarray(logtv_denoise(field, cfg, weights=weights,
+                                    weights_reference=None if weights is None else 1.0),
+                      dtype=np.float32)
 
 
 def denoise_chunked(stack: da.Array, cfg: LogTVConfig = LogTVConfig(), halo: int = 32

@@ -9,18 +9,9 @@ The model is loaded once per worker process (``pipeline.model_ref.worker_model``
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
 from .model_ref import ModelRef, worker_model
-
-
-def _sigma_supported() -> bool:
-    # TODO(lead): drop once model.inference.infer_mosaic(..., sigma=True) has landed.
-    from model.inference import infer_mosaic
-
-    return "sigma" in inspect.signature(infer_mosaic).parameters
 
 
 def workers_have_gpus(client) -> bool:
@@ -40,8 +31,8 @@ def infer_block(stack: np.ndarray, *, n_bands: int, stats: tuple, model: ModelRe
         stats: per band ``((pre_mean, pre_std), (post_mean, post_std))``, scene-wide.
         model: the run's resolved model. device: None = CUDA if the worker has it.
 
-    Several bands are estimated one by one and combined by ``model.bands.combine_bands``.
-    σ is NaN until the model provides it.
+    Several bands are estimated one by one and combined by ``model.bands.combine_bands``
+    (their disagreement feeds σ).
     """
     import torch
 
@@ -60,13 +51,9 @@ def infer_block(stack: np.ndarray, *, n_bands: int, stats: tuple, model: ModelRe
             sigmas.append(np.full((2, h, w), np.nan, np.float32))
             continue
         size = max(h, w)  # one tile: the whole block with its halo
-        if _sigma_supported():
-            out = infer_mosaic(net, pre, post, stats[b], size, 0, batch_size, sigma=True)
-            flows.append(out[:2])
-            sigmas.append(out[2:])
-        else:
-            flows.append(infer_mosaic(net, pre, post, stats[b], size, 0, batch_size))
-            sigmas.append(np.full((2, h, w), np.nan, np.float32))
+        out = infer_mosaic(net, pre, post, stats[b], size, 0, batch_size, sigma=True)
+        flows.append(out[:2])
+        sigmas.append(out[2:])
     if n_bands == 1:
         return np.concatenate([flows[0], sigmas[0]]).astype(np.float32)
     from model.bands import combine_bands

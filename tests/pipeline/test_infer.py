@@ -14,7 +14,7 @@ import xarray as xr
 from model.denoise import LogTVConfig, logtv_denoise
 from model.inference import get_model, infer_mosaic, scene_stats
 from model.synthetic import make_pair
-from pipeline.config import OutputConfig, RunConfig, TilingConfig
+from pipeline.config import ConfidenceConfig, OutputConfig, RunConfig, TilingConfig
 from pipeline.demo import TEXTURE
 from pipeline.denoise import denoise_chunked
 from pipeline.graph import measure_graph
@@ -47,7 +47,8 @@ def test_tiled_equals_whole_image_at_the_seams(pair_512):
     stats = (scene_stats(pair_512.pre), scene_stats(pair_512.post))
     whole = infer_mosaic(model, pair_512.pre, pair_512.post, stats, tile=N, halo=0)
     tile = 128
-    cfg = RunConfig(output=OutputConfig(out="unused"), tiling=TilingConfig(tile=tile, halo=64))
+    cfg = RunConfig(output=OutputConfig(out="unused"), tiling=TilingConfig(tile=tile, halo=64),
+                    confidence=ConfidenceConfig(max_sigma=1e6))  # seams, not confidence
     fields = measure_graph(_as_dataset(pair_512, tile), (stats,), cfg,
                            resolve_model(None, "cpu"))
     east, north = da.compute(fields["east_raw"], fields["north_raw"], scheduler="threads")

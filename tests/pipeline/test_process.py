@@ -77,13 +77,44 @@ def pair_cube(shifted_pair, tmp_path_factory):
 def test_pair_command_gives_a_planted_shift_in_metres_with_the_right_signs(pair_cube):
     ds = xr.open_zarr(pair_cube[0], decode_coords="all").isel(pair=0)
     valid = ds.valid.values == 1
-    assert valid.mean() > 0.9
+    assert valid.mean() > 0.5, valid.mean()  # the rest: low confidence or edge
     for name, truth in (("east", EAST), ("east_raw", EAST), ("north", NORTH),
                         ("north_raw", NORTH)):
         mean = float(np.nanmean(ds[name].values[valid]))
         print(f"{name}: mean {mean:.3f} m, truth {truth} m")
         assert abs(mean - truth) <= 0.02 * abs(truth), (name, mean, truth)
     assert np.isnan(ds.east.values[~valid]).all() and np.isnan(ds.north_raw.values[~valid]).all()
+    for name in ("east_sigma", "north_sigma"):
+        assert ds[name].attrs["units"] == "m"
+        assert (ds[name].values[valid] > 0).all()  # known, in metres, wherever measured
+    low = ds.valid.values == cube.LOW_CONFIDENCE
+    assert (np.maximum(ds.east_sigma.values, ds.north_sigma.values)[low] > 0.25 * RES).all()
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(shifted_pair, tmp_path):
+    import signal
+    import time
+
+    pre, post = shifted_pair
+    args = [MICROFLOW, "pair", str(pre), str(post), "--out", str(tmp_path / "c.zarr"),
+            "--tile", "64", "--halo", "16", "--workers", "1", "--no-quicklooks"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cube.cube_exists(tmp_path / "c.zarr") and cube.pairs(tmp_path / "c.zarr") and \
+                cube.done_blocks(tmp_path / "c.zarr", 0, "measure"):
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+    t0 = time.monotonic()
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and time.monotonic() - t0 < 15
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+    assert "rerun the same command to resume" in err.strip().splitlines()[-1]
+    res = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0 and "already in the cube" in res.stderr
 
 
 def test_provenance_records_the_values_actually_used(pair_cube):
@@ -237,7 +268,7 @@ def test_nodata_is_nan_everywhere_and_its_surroundings_are_flagged_edge(tmp_path
     post[:, :40] = 0  # uint16 DN 0: no data (no nodata tag needed)
     a = _write(tmp_path / "pre.tif", pre, nodata=None)
     b = _write(tmp_path / "post.tif", post, nodata=None)
-    cfg = _cfg(tmp_path / "c.zarr", edge_margin=8)
+    cfg = _cfg(tmp_path / "c.zarr", edge_margin=8, max_sigma=100.0)  # no low confidence
     process_pair(geotiff_source(a, b, cfg), cfg, client=client, progress=False)
     ds = cube.open_cube(tmp_path / "c.zarr").isel(pair=0)
     valid = ds.valid.values
