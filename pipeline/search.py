@@ -1,5 +1,8 @@
 """STAC search and pairing: which pre and post scenes, on which native grid.
 
+The search is split by job: ``pipeline.aoi`` (the area and time asked for, checked),
+``pipeline.stac_api`` (the only network access), ``pipeline.items`` (item parsing: grids,
+times, footprints) and this module (the pairing rule and ``search_pairs``).
 ``search_pairs`` turns ``SearchParams`` into ``PairPlan``s, pure metadata: nothing here
 reads pixels. It searches one collection around the event, keeps the items that have the
 asset and are under the cloud limit, groups them by native grid (the MGRS tile), and
@@ -37,32 +40,43 @@ search applied here keeps them (``Scene.cloud = None``). ``rustac serve`` has ne
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from pyproj import CRS, Transformer
+from datetime import datetime
 
 from .aoi import bbox_from_point
+from .items import (
+    Bounds,
+    Grid,
+    _aligned,
+    _scene,
+    asset_grid,
+    footprint,
+    grid_key,
+    pair_bounds,
+    snap_inward,
+    snap_outward,
+)
 from .plan import PairPlan, Scene, SearchParams
+from .stac_api import (
+    CONNECT_TIMEOUT_S,
+    READ_TIMEOUT_S,
+    StacUnavailableError,
+    _fetch,
+    cloud_search_kwargs,
+    event_utc,
+    open_client,
+    search_interval,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["bbox_from_point"]  # re-exported: it used to live here
+# re-exported: callers and tests import them from here
+__all__ = ["CONNECT_TIMEOUT_S", "READ_TIMEOUT_S", "Grid", "StacUnavailableError", "asset_grid",
+           "bbox_from_point", "footprint", "grid_key", "open_client", "snap_inward",
+           "snap_outward"]
 
 CLOUD_DAYS_PER_PERCENT = 0.5
-CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 20.0
-PAGE_SIZE = 100
-_SNAP_TOL = 1e-3  # pixel: coordinates this close to a pixel edge are on it
-
-Bounds = tuple[float, float, float, float]
-
-
-class StacUnavailableError(RuntimeError):
-    """The STAC API cannot be reached, answers with an error, or is not a STAC API."""
 
 
 class NoScenesError(ValueError):
@@ -108,18 +122,6 @@ def check_params(params: SearchParams) -> None:
         raise ValueError(f"max_cloud is a percentage in [0, 100], got {params.max_cloud}")
 
 
-def event_utc(params: SearchParams) -> datetime:
-    """The event time, timezone-aware (UTC when ``params.event_time`` is naive)."""
-    t = params.event_time
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
-
-
-def search_interval(params: SearchParams) -> tuple[datetime, datetime]:
-    """``[event − days_before, event + days_after]``, both ends included, UTC."""
-    t = event_utc(params).astimezone(UTC)
-    return t - timedelta(days=params.days_before), t + timedelta(days=params.days_after)
-
-
 def describe(params: SearchParams) -> str:
     """What was searched, in one line for log and error messages."""
     start, end = search_interval(params)
@@ -127,138 +129,6 @@ def describe(params: SearchParams) -> str:
     return (f"searched {params.stac_url} collection '{params.collection}', bbox ({bbox}), "
             f"{start:%Y-%m-%dT%H:%M}Z to {end:%Y-%m-%dT%H:%M}Z, "
             f"cloud cover <= {params.max_cloud:g}%, asset '{params.asset}'")
-
-
-# ---------------------------------------------------------------------------- API
-def open_client(url: str, timeout: float | tuple[float, float] = (CONNECT_TIMEOUT_S,
-                                                                  READ_TIMEOUT_S)):
-    """``pystac_client.Client`` for ``url``, failing fast (``timeout`` seconds, either
-    one value or ``(connect, read)``; one retry) with StacUnavailableError naming the URL
-    when it cannot be reached or is not a STAC API with item search."""
-    from pystac_client import Client, ConformanceClasses
-    from pystac_client.stac_api_io import StacApiIO
-
-    try:
-        client = Client.open(url, stac_io=StacApiIO(timeout=timeout, max_retries=1))
-    except Exception as e:  # refused, timed out, HTTP error, not JSON, not a catalog
-        raise StacUnavailableError(f"cannot open a STAC API at {url}: "
-                                   f"{type(e).__name__}: {e}") from e
-    if not (client.conforms_to(ConformanceClasses.ITEM_SEARCH)
-            or client.get_single_link("search") is not None):
-        raise StacUnavailableError(f"{url} is a STAC catalog but not a STAC API with item "
-                                   "search (no item-search conformance class)")
-    return client
-
-
-def cloud_search_kwargs(conforms: Callable[[Any], bool], max_cloud: float) -> dict:
-    """Search arguments that put the cloud limit on the server: a *query* when
-    ``conforms(ConformanceClasses.QUERY)``, else a CQL2-JSON *filter* when
-    ``conforms(ConformanceClasses.FILTER)``, else none (the limit is applied here)."""
-    from pystac_client import ConformanceClasses
-
-    if conforms(ConformanceClasses.QUERY):
-        return {"query": {"eo:cloud_cover": {"lte": max_cloud}}}
-    if conforms(ConformanceClasses.FILTER):
-        return {"filter": {"op": "<=", "args": [{"property": "eo:cloud_cover"}, max_cloud]},
-                "filter_lang": "cql2-json"}
-    return {}
-
-
-def _fetch(client, params: SearchParams, **extra: Any) -> list[dict]:
-    """All items (dicts, every page) of the search, with ``extra`` search arguments."""
-    try:
-        search = client.search(collections=[params.collection], bbox=list(params.bbox),
-                               datetime=search_interval(params), limit=PAGE_SIZE, **extra)
-        return list(search.items_as_dicts())
-    except Exception as e:
-        raise StacUnavailableError(f"the search failed at {params.stac_url}: "
-                                   f"{type(e).__name__}: {e}") from e
-
-
-# ---------------------------------------------------------------------------- items
-@dataclass(frozen=True)
-class Grid:
-    """An asset's native pixel grid: ``EPSG:epsg``, affine ``(a, b, c, d, e, f)`` in
-    metres, ``shape = (H, W)`` pixels."""
-
-    epsg: int
-    transform: tuple[float, float, float, float, float, float]
-    shape: tuple[int, int]
-
-    @property
-    def extent(self) -> Bounds:
-        """``(xmin, ymin, xmax, ymax)`` of the grid's outer edge, CRS units."""
-        a, _, c, _, e, f = self.transform
-        h, w = self.shape
-        xs, ys = (c, c + a * w), (f, f + e * h)
-        return (min(xs), min(ys), max(xs), max(ys))
-
-    @property
-    def north_up(self) -> bool:
-        a, b, _, d, e, _ = self.transform
-        return b == 0 and d == 0 and a > 0 and e < 0
-
-
-def _epsg_of(fields: dict) -> int | None:
-    code = fields.get("proj:code")
-    if isinstance(code, str) and code.upper().startswith("EPSG:"):
-        return int(code.split(":", 1)[1])
-    if fields.get("proj:epsg") is not None:
-        return int(fields["proj:epsg"])
-    for key in ("proj:wkt2", "proj:projjson"):
-        if fields.get(key):
-            return CRS.from_user_input(fields[key]).to_epsg()
-    return None
-
-
-def asset_grid(item: dict, asset: str) -> Grid | None:
-    """The grid of ``item``'s ``asset`` from the projection extension (asset fields first,
-    then item properties; ``proj:code`` or ``proj:epsg``), or None if incomplete."""
-    on_asset, on_item = item["assets"][asset], item.get("properties", {})
-    epsg = _epsg_of(on_asset) or _epsg_of(on_item)
-    transform = on_asset.get("proj:transform") or on_item.get("proj:transform")
-    shape = on_asset.get("proj:shape") or on_item.get("proj:shape")
-    if epsg is None or not transform or not shape or len(transform) < 6 or len(shape) != 2:
-        return None
-    a, b, c, d, e, f = (float(v) for v in transform[:6])
-    return Grid(epsg, (a, b, c, d, e, f), (int(shape[0]), int(shape[1])))
-
-
-def grid_key(item: dict, grid: Grid) -> str:
-    """Name of the item's native grid: ``MGRS-<tile>`` from ``mgrs:*``, ``s2:mgrs_tile``
-    or ``grid:code``; else ``EPSG:<code>/<transform>`` of the asset's grid."""
-    p = item.get("properties", {})
-    if p.get("mgrs:utm_zone") is not None and p.get("mgrs:grid_square"):
-        return (f"MGRS-{int(p['mgrs:utm_zone']):02d}{p.get('mgrs:latitude_band', '')}"
-                f"{p['mgrs:grid_square']}")
-    if p.get("s2:mgrs_tile"):
-        return f"MGRS-{p['s2:mgrs_tile']}"
-    if p.get("grid:code"):
-        return str(p["grid:code"])
-    return f"EPSG:{grid.epsg}/" + ",".join(f"{v:g}" for v in grid.transform)
-
-
-def _item_time(item: dict) -> datetime | None:
-    from pystac.utils import str_to_datetime
-
-    p = item.get("properties", {})
-    if p.get("datetime"):
-        t = str_to_datetime(p["datetime"])
-    elif p.get("start_datetime") and p.get("end_datetime"):
-        start, end = str_to_datetime(p["start_datetime"]), str_to_datetime(p["end_datetime"])
-        t = start + (end - start) / 2
-    else:
-        return None
-    return (t.replace(tzinfo=UTC) if t.tzinfo is None else t).astimezone(UTC)
-
-
-def _scene(item: dict, asset: str) -> Scene | None:
-    grid, t = asset_grid(item, asset), _item_time(item)
-    if grid is None or t is None:
-        return None
-    cloud = item.get("properties", {}).get("eo:cloud_cover")
-    return Scene(id=item["id"], datetime=t, epsg=grid.epsg, grid_key=grid_key(item, grid),
-                 cloud=None if cloud is None else float(cloud), item=item)
 
 
 def scene_score(scene: Scene, event: datetime, max_cloud: float) -> float:
@@ -269,96 +139,6 @@ def scene_score(scene: Scene, event: datetime, max_cloud: float) -> float:
     return days + CLOUD_DAYS_PER_PERCENT * cloud
 
 
-# ---------------------------------------------------------------------------- geometry
-def _geometry_points(geometry: dict | None) -> list[tuple[float, float]]:
-    if not geometry:
-        return []
-    coords = geometry.get("coordinates", [])
-    polygons = coords if geometry.get("type") == "MultiPolygon" else [coords]
-    return [(float(p[0]), float(p[1])) for polygon in polygons for ring in polygon[:1]
-            for p in ring]
-
-
-def _intersect(*boxes: Bounds) -> Bounds | None:
-    xmin, ymin = max(b[0] for b in boxes), max(b[1] for b in boxes)
-    xmax, ymax = min(b[2] for b in boxes), min(b[3] for b in boxes)
-    return (xmin, ymin, xmax, ymax) if xmin < xmax and ymin < ymax else None
-
-
-def footprint(scene: Scene, asset: str) -> Bounds | None:
-    """Where ``scene``'s ``asset`` has pixels, ``(xmin, ymin, xmax, ymax)`` in its CRS:
-    the grid's extent cut to the bbox of the item geometry (None if they miss)."""
-    grid = asset_grid(scene.item, asset)
-    assert grid is not None
-    points = _geometry_points(scene.item.get("geometry"))
-    if not points:
-        return grid.extent
-    to_grid = Transformer.from_crs(4326, grid.epsg, always_xy=True)
-    xs, ys = to_grid.transform([p[0] for p in points], [p[1] for p in points])
-    finite = [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(x + y)]
-    if not finite:
-        return grid.extent
-    geom_box = (min(x for x, _ in finite), min(y for _, y in finite),
-                max(x for x, _ in finite), max(y for _, y in finite))
-    return _intersect(grid.extent, geom_box)
-
-
-def _snap(value: float, origin: float, step: float, up: bool) -> float:
-    """``value`` moved to a pixel edge ``origin + k·step`` (``step > 0``): the next one
-    above when ``up``, else below; values within _SNAP_TOL pixel of an edge stay on it."""
-    k = (value - origin) / step
-    nearest = round(k)
-    if abs(k - nearest) < _SNAP_TOL:
-        k = nearest
-    return origin + step * (math.ceil(k) if up else math.floor(k))
-
-
-def snap_outward(box: Bounds, grid: Grid) -> Bounds:
-    """Smallest box of whole ``grid`` pixels that holds ``box`` (CRS units)."""
-    a, _, c, _, e, f = grid.transform
-    return (_snap(box[0], c, a, up=False), _snap(box[1], f, -e, up=False),
-            _snap(box[2], c, a, up=True), _snap(box[3], f, -e, up=True))
-
-
-def snap_inward(box: Bounds, grid: Grid) -> Bounds | None:
-    """Largest box of whole ``grid`` pixels inside ``box`` (None if it holds none)."""
-    a, _, c, _, e, f = grid.transform
-    snapped = (_snap(box[0], c, a, up=True), _snap(box[1], f, -e, up=True),
-               _snap(box[2], c, a, up=False), _snap(box[3], f, -e, up=False))
-    return snapped if snapped[0] < snapped[2] and snapped[1] < snapped[3] else None
-
-
-def _aligned(pre: Grid, post: Grid) -> bool:
-    """Same CRS, same pixel size, and origins a whole number of pixels apart."""
-    a, _, c, _, e, f = pre.transform
-    pa, _, pc, _, pe, pf = post.transform
-    if pre.epsg != post.epsg or not (pre.north_up and post.north_up):
-        return False
-    if abs(a - pa) > _SNAP_TOL * a or abs(e - pe) > _SNAP_TOL * abs(e):
-        return False
-    kx, ky = (pc - c) / a, (pf - f) / e
-    return abs(kx - round(kx)) < _SNAP_TOL and abs(ky - round(ky)) < _SNAP_TOL
-
-
-def pair_bounds(aoi: Bounds, pre: Scene, post: Scene, asset: str) -> Bounds | None:
-    """Area to process for a pair, ``(xmin, ymin, xmax, ymax)`` in the grid's CRS
-    (metres), on the pre pixel grid: the AOI (degrees) projected and snapped outward,
-    cut to whole pixels inside both footprints. None when they do not overlap."""
-    grid = asset_grid(pre.item, asset)
-    assert grid is not None
-    to_grid = Transformer.from_crs(4326, grid.epsg, always_xy=True)
-    aoi_xy = to_grid.transform_bounds(*aoi, densify_pts=21)
-    boxes = [snap_outward(aoi_xy, grid)]
-    for scene in (pre, post):
-        box = footprint(scene, asset)
-        inner = None if box is None else snap_inward(box, grid)
-        if inner is None:
-            return None
-        boxes.append(inner)
-    return _intersect(*boxes)
-
-
-# ---------------------------------------------------------------------------- pairing
 @dataclass(frozen=True)
 class _Choice:
     pre: Scene
