@@ -279,3 +279,45 @@ def test_nodata_is_nan_everywhere_and_its_surroundings_are_flagged_edge(tmp_path
         values = ds[name].values
         assert np.isnan(values[valid != 1]).all(), name
         assert np.isfinite(values[valid == 1]).all(), name
+
+
+def test_several_bands_are_estimated_and_combined(tmp_path, client):
+    pre, post = _shifted(DX, DY)
+    pre2, post2 = 0.5 * pre + 400.0, 0.5 * post + 400.0  # another band, same motion
+    for name, bands in (("pre", (pre, pre2)), ("post", (post, post2))):
+        with rasterio.open(tmp_path / f"{name}.tif", "w", driver="GTiff", width=W, height=H,
+                           count=2, dtype="uint16", crs="EPSG:32611", transform=T,
+                           nodata=0) as dst:
+            for k, band in enumerate(bands, 1):
+                dst.write(np.clip(np.rint(band), 1, 65535).astype(np.uint16), k)
+    cfg = _cfg(tmp_path / "c.zarr", bands=(1, 2))
+    process_pair(geotiff_source(tmp_path / "pre.tif", tmp_path / "post.tif", cfg), cfg,
+                 client=client, progress=False)
+    ds = cube.open_cube(tmp_path / "c.zarr").isel(pair=0)
+    assert ds.attrs["bands"] == ["1", "2"] and ds.attrs["band"] == "bands 1,2"
+    valid = ds.valid.values == 1
+    assert valid.mean() > 0.5
+    assert abs(float(np.nanmean(ds.east_raw.values[valid])) - EAST) < 0.03 * EAST
+    assert abs(float(np.nanmean(ds.north_raw.values[valid])) - NORTH) < 0.03 * NORTH
+    assert np.isfinite(ds.east_sigma.values[valid]).all()
+
+
+def test_only_transient_failures_are_retried():
+    from pipeline.config import ConfigError
+    from pipeline.errors import is_transient
+    from pipeline.search import NoPairError, StacUnavailableError
+
+    assert is_transient(TimeoutError("read timed out"))
+    assert is_transient(StacUnavailableError("cannot open a STAC API at http://x: refused"))
+    assert is_transient(OSError("HTTP response code: 503"))
+    assert is_transient(RuntimeError("HTTP response code: 429 Too Many Requests"))
+    assert not is_transient(OSError("HTTP response code: 404"))
+    assert not is_transient(OSError("HTTP response code: 403 - Forbidden"))
+    assert not is_transient(FileNotFoundError("no such file"))
+    assert not is_transient(ConfigError("halo must be ..."))
+    assert not is_transient(NoPairError("no grid has both"))
+    assert not is_transient(ValueError("a bug"))
+    try:
+        raise BlockFailedError("block (0, 0) failed") from OSError("HTTP response code: 500")
+    except BlockFailedError as e:
+        assert is_transient(e)
