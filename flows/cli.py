@@ -97,22 +97,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def _peak_rss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _log_worker_memory(client) -> None:
-    """Log each Dask worker's peak RSS (memory is bounded by tiles, not scenes)."""
-    try:
-        peaks = client.run(_peak_rss_mib)
-    except Exception:  # workers gone: nothing to report
-        return
-    for addr, mib in sorted(peaks.items()):
-        logging.info("worker peak RSS %.1f MiB (%s)", mib, addr)
-
-
 def _settings(args: argparse.Namespace) -> dict:
     """The processing options as ``RunConfig.from_flat`` settings (None = default)."""
     names = ("tile", "halo", "batch_size", "weights", "device", "lam", "eps", "denoise_halo",
@@ -142,14 +126,11 @@ def _config(args: argparse.Namespace, **more):
 
 def cmd_pair(args: argparse.Namespace) -> int:
     """Process two GeoTIFFs into a cube."""
-    from pipeline.cluster import dask_client
     from pipeline.process import geotiff_source, process_pair
 
     cfg = _config(args, out=args.out, bands=tuple(args.band))
     source = geotiff_source(args.pre, args.post, cfg)  # files checked before any cluster
-    with dask_client(cfg.cluster) as client:
-        result = process_pair(source, cfg, client=client, progress=not args.quiet)
-        _log_worker_memory(client)
+    result = process_pair(source, cfg, progress=not args.quiet)  # starts the cluster
     print(f"cube: {result.cube} (pair {result.index})")
     for p in result.quicklooks:
         print(f"quick-look: {p}")

@@ -57,3 +57,19 @@ def _ignoring_sigint() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def log_worker_memory(client) -> None:
+    """Log each Dask worker's peak RSS (memory is bounded by tiles, not scenes)."""
+    try:
+        peaks = client.run(_peak_rss_mib)
+    except Exception:  # workers gone: nothing to report
+        return
+    for addr, mib in sorted(peaks.items()):
+        log.info("worker peak RSS %.1f MiB (%s)", mib, addr)

@@ -259,6 +259,30 @@ def _empty_cube(x: np.ndarray, y: np.ndarray, crs: CRS, attrs: dict) -> xr.Datas
     return ds
 
 
+def check_target(path: str | Path, *, x: np.ndarray, y: np.ndarray, crs: Any, chunk: int
+                 ) -> bool:
+    """Whether ``path`` already holds a cube on this grid (True), or is free (False).
+
+    Raises ValueError for a cube on another grid (x, y, CRS or chunk) or a non-empty
+    folder or file that is no cube. Reads metadata only: callers check before any work.
+    """
+    x, y = _check_axis("x", x), _check_axis("y", y)
+    crs = CRS.from_user_input(crs)
+    chunk = int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 px, got {chunk}")
+    if cube_exists(path):
+        why = _same_grid(_open_group(path), x, y, crs, chunk)
+        if why is not None:
+            raise ValueError(f"{path} already holds a cube on another grid: {why}; "
+                             "write to another path or remove it")
+        return True
+    local = Path(path)
+    if local.exists() and (not local.is_dir() or any(local.iterdir())):
+        raise ValueError(f"{path} exists and is not a displacement cube; not overwriting it")
+    return False
+
+
 def create_cube(path: str | Path, *, x: np.ndarray, y: np.ndarray, crs: Any, chunk: int,
                 attrs: dict) -> None:
     """Create an empty cube (zero pairs) on a projected grid.
@@ -278,20 +302,11 @@ def create_cube(path: str | Path, *, x: np.ndarray, y: np.ndarray, crs: Any, chu
     included, so that reruns and appends reuse it. An existing cube on another grid, or
     a non-empty folder that is no cube, raises ValueError.
     """
+    if check_target(path, x=x, y=y, crs=crs, chunk=chunk):
+        return
     x, y = _check_axis("x", x), _check_axis("y", y)
     crs = CRS.from_user_input(crs)
     chunk = int(chunk)
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1 px, got {chunk}")
-    if cube_exists(path):
-        why = _same_grid(_open_group(path), x, y, crs, chunk)
-        if why is not None:
-            raise ValueError(f"{path} already holds a cube on another grid: {why}; "
-                             "write to another path or remove it")
-        return
-    local = Path(path)
-    if local.exists() and (not local.is_dir() or any(local.iterdir())):
-        raise ValueError(f"{path} exists and is not a displacement cube; not overwriting it")
     ds = _empty_cube(x, y, crs, attrs)
     encoding: dict[str, dict] = {name: {"chunks": (1, chunk, chunk)} for name in BLOCK_VARS}
     encoding["valid"]["_FillValue"] = None  # a plain 0 fill, no masking to float

@@ -107,6 +107,14 @@ def load_geotiff_pair(pre: str | Path, post: str | Path, bands: tuple[int, ...] 
     b = b.drop_vars([c for c in b.coords if c not in keep]).assign_coords(x=a.x, y=a.y)
     ds = xr.Dataset({"pre": a, "post": b})
     ds = ds.rio.write_crs(crs)
-    meta = {"pre_id": pre.stem, "post_id": post.stem, "pre_time": _acquired(pre),
+    return ds, pair_meta(pre, post)
+
+
+def pair_meta(pre: str | Path, post: str | Path) -> dict:
+    """Ids (file stems) and acquisition times (TIFF tags) of a pair of GeoTIFFs."""
+    pre, post = Path(pre), Path(post)
+    for path in (pre, post):
+        if not path.is_file():
+            raise FileNotFoundError(f"no such GeoTIFF: {path}")
+    return {"pre_id": pre.stem, "post_id": post.stem, "pre_time": _acquired(pre),
             "post_time": _acquired(post)}
-    return ds, meta

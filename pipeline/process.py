@@ -53,7 +53,7 @@ class PairSource:
 def geotiff_source(pre: str | Path, post: str | Path, cfg: RunConfig) -> PairSource:
     """Two GeoTIFFs (bands from ``cfg.input``). Raises at once for a missing or unusable
     file (the headers are opened here; pixels are not read)."""
-    from .geotiff import load_geotiff_pair
+    from .geotiff import load_geotiff_pair, pair_meta
 
     pre, post = Path(pre), Path(post)
     inputs = cfg.input
@@ -64,8 +64,7 @@ def geotiff_source(pre: str | Path, post: str | Path, cfg: RunConfig) -> PairSou
         return load_geotiff_pair(pre, post, inputs.bands, tile, inputs.nodata,
                                  inputs.zero_is_nodata)[0]
 
-    _, meta = load_geotiff_pair(pre, post, inputs.bands, cfg.tiling.tile, inputs.nodata,
-                                False)
+    meta = pair_meta(pre, post)
     return PairSource(PairMeta(**meta), (file_fingerprint(pre), file_fingerprint(post)),
                       {"pre_file": str(pre), "post_file": str(post)}, load)
 
@@ -145,11 +144,13 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
     settings, ``writer.BlockFailedError`` when a block fails (finished blocks are kept: a
     rerun resumes), ValueError for unusable inputs (before any cluster starts).
     """
-    from .cluster import dask_client
+    from .cluster import dask_client, log_worker_memory
 
     out = Path(out or cfg.output.out)
     pair = source.load(cfg.tiling.tile)
-    _check_pair(pair)
+    _check_pair(pair)  # all before any cluster starts: size, grid, output path, pixels
+    cube.check_target(out, x=pair.x.values, y=pair.y.values, crs=pair.rio.crs,
+                      chunk=cfg.tiling.tile)
     stats = scene_stats(pair)
     xres, yres = pixel_size(pair)
     with dask_client(cfg.cluster, client) as c:
@@ -181,6 +182,7 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
         n += write_stage(out, index, "finish", finish_graph(pair, stored, ramp, cfg), c,
                          progress=progress)
         cube.set_complete(out, index)
+        log_worker_memory(c)
     pngs = []
     if cfg.output.quicklooks:
         from .quicklook import draw_quicklooks

@@ -321,3 +321,25 @@ def test_only_transient_failures_are_retried():
         raise BlockFailedError("block (0, 0) failed") from OSError("HTTP response code: 500")
     except BlockFailedError as e:
         assert is_transient(e)
+
+
+@pytest.mark.parametrize("case", ["not a cube", "empty images"])
+def test_unusable_output_or_inputs_fail_before_any_cluster_starts(tmp_path, case, monkeypatch):
+    import pipeline.cluster
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr(pipeline.cluster, "dask_client", no_cluster)
+    pre, post = _shifted(DX, DY)
+    if case == "empty images":
+        pre[:], post[:] = 0, 0
+    a, b = _write(tmp_path / "pre.tif", pre), _write(tmp_path / "post.tif", post)
+    out = tmp_path / "c.zarr"
+    if case == "not a cube":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    cfg = _cfg(out)
+    match = "not a displacement cube" if case == "not a cube" else "no valid pixel"
+    with pytest.raises(ValueError, match=match):
+        process_pair(geotiff_source(a, b, cfg), cfg)
