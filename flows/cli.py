@@ -16,10 +16,17 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not verbose:
         logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries: the error says it
-        # a failed flow is reported by the CLI in one line; Prefect's engine would log its
-        # traceback for each task and for the flow
-        for engine in ("prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
-            logging.getLogger(engine).setLevel(logging.CRITICAL)
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    """After Prefect is imported (it configures its loggers then): a failed flow is
+    reported by the CLI in one line; Prefect's engine would log its traceback for each
+    task and for the flow, and its server chatter."""
+    if verbose:
+        return
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+    for engine in ("prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
+        logging.getLogger(engine).setLevel(logging.CRITICAL)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -149,6 +156,7 @@ def cmd_event(args: argparse.Namespace) -> int:
     open_client(cfg.search.stac_url, timeout=(3.0, 10.0))  # unreachable: one line, fast
     from .earthquake_response import earthquake_response
 
+    _quiet_prefect(args.verbose)
     summary = earthquake_response(
         out=args.out, event_time=args.event_time, stac_url=args.stac_url,
         collection=args.collection, assets=list(cfg.input.bands), bbox=args.bbox,
@@ -338,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # zarr 3 warns on every consolidated-metadata write; the cube uses it on purpose
     warnings.filterwarnings("ignore", message="Consolidated metadata")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # no telemetry from the Prefect server
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Dask's INFO chatter off (distributed sets its loggers' levels when it is imported)
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     # the temporary Prefect server of `microflow event` must not time out on a busy machine

@@ -227,3 +227,16 @@ def test_region_processes_each_event_and_skips_finished_ones(demo, tmp_path, pre
     assert again["skipped"] == ["a", "b"] and again["done"] == []
     np.testing.assert_array_equal(_data(tmp_path / "a.zarr").east.values,
                                   _data(tmp_path / "b.zarr").east.values)
+
+
+def test_event_command_with_nothing_to_find_fails_in_one_line(demo, tmp_path, prefect_api):
+    args = [str(Path(sys.executable).with_name("microflow")), "event",
+            "--stac-url", demo["stac_url"], "--bbox", "10", "45", "10.1", "45.1",
+            "--event-time", demo["event_time"], "--out", str(tmp_path / "x.zarr")]
+    env = dict(os.environ, PREFECT_API_URL=prefect_api)
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no scene found" in lines[0], lines
+    assert not (tmp_path / "x.zarr").exists()
