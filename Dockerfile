@@ -26,6 +26,7 @@ COPY pyproject.toml README.md ./
 COPY model ./model
 COPY pipeline ./pipeline
 COPY flows ./flows
+COPY bench ./bench
 RUN pip install .
 
 ENTRYPOINT ["microflow"]
