@@ -1,8 +1,8 @@
 """STAC item parsing: an asset's native pixel grid, the grid's name, the acquisition time,
 and where the asset has pixels (footprints, snapping to the pixel grid). Pure metadata.
 
-Times use pystac's parser; grids come from the projection extension (asset fields first,
-then item properties; ``proj:code``, ``proj:epsg``, ``proj:wkt2`` or ``proj:projjson``).
+Times use pystac's parser; grids pystac's projection extension (asset fields first, then
+item properties; ``proj:code``, ``proj:epsg``, ``proj:wkt2`` or ``proj:projjson``).
 """
 
 from __future__ import annotations
@@ -42,25 +42,27 @@ class Grid:
         return b == 0 and d == 0 and a > 0 and e < 0
 
 
-def _epsg_of(fields: dict) -> int | None:
-    code = fields.get("proj:code")
-    if isinstance(code, str) and code.upper().startswith("EPSG:"):
-        return int(code.split(":", 1)[1])
-    if fields.get("proj:epsg") is not None:
-        return int(fields["proj:epsg"])
-    for key in ("proj:wkt2", "proj:projjson"):
-        if fields.get(key):
-            return CRS.from_user_input(fields[key]).to_epsg()
-    return None
+def _projection(item: dict, asset: str):
+    """pystac's projection extension of ``item``'s ``asset``: asset fields first, then the
+    item's properties (``additional_read_properties``)."""
+    from pystac import Item
+    from pystac.extensions.projection import ProjectionExtension
+
+    parsed = Item.from_dict(item, preserve_dict=True, migrate=False)
+    return ProjectionExtension.ext(parsed.assets[asset], add_if_missing=True)
 
 
 def asset_grid(item: dict, asset: str) -> Grid | None:
-    """The grid of ``item``'s ``asset`` from the projection extension (asset fields first,
-    then item properties; ``proj:code`` or ``proj:epsg``), or None if incomplete."""
-    on_asset, on_item = item["assets"][asset], item.get("properties", {})
-    epsg = _epsg_of(on_asset) or _epsg_of(on_item)
-    transform = on_asset.get("proj:transform") or on_item.get("proj:transform")
-    shape = on_asset.get("proj:shape") or on_item.get("proj:shape")
+    """The grid of ``item``'s ``asset`` from the projection extension (pystac: asset fields
+    first, then item properties; ``proj:code``, ``proj:epsg``, ``proj:wkt2`` or
+    ``proj:projjson``), or None if incomplete."""
+    proj = _projection(item, asset)
+    crs = proj.crs_string
+    epsg = None
+    if crs:
+        epsg = (int(crs.split(":", 1)[1]) if crs.upper().startswith("EPSG:")
+                else CRS.from_user_input(crs).to_epsg())
+    transform, shape = proj.transform, proj.shape
     if epsg is None or not transform or not shape or len(transform) < 6 or len(shape) != 2:
         return None
     a, b, c, d, e, f = (float(v) for v in transform[:6])

@@ -384,3 +384,24 @@ def test_items_without_a_collection_are_refused_before_serving():
     orphan = {k: v for k, v in ITEMS[0].items() if k != "collection"}
     with pytest.raises(ValueError, match="collection"):
         LocalStacServer([orphan])
+
+
+@pytest.mark.parametrize("fields, where, epsg", [
+    ({"proj:epsg": 32611}, "asset", 32611),
+    ({"proj:epsg": 32611}, "item", 32611),
+    ({"proj:code": "EPSG:32612"}, "asset", 32612),
+    ({"proj:wkt2": "wkt2:32613"}, "item", 32613),
+])
+def test_asset_grid_reads_every_projection_form_on_asset_or_item(fields, where, epsg):
+    from pyproj import CRS
+
+    if "proj:wkt2" in fields:
+        fields = {"proj:wkt2": CRS.from_epsg(32613).to_wkt()}
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": "x", "geometry": None,
+            "properties": {"datetime": "2020-01-01T00:00:00Z"}, "links": [],
+            "assets": {"red": {"href": "a.tif", "proj:transform": [10, 0, 0, 0, -10, 0],
+                               "proj:shape": [5, 6]}}}
+    (item["assets"]["red"] if where == "asset" else item["properties"]).update(fields)
+    grid = asset_grid(item, "red")
+    assert grid is not None and grid.epsg == epsg and grid.shape == (5, 6)
+    assert grid.transform == (10.0, 0.0, 0.0, 0.0, -10.0, 0.0)
