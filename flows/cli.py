@@ -133,9 +133,9 @@ def _config(args: argparse.Namespace, **more):
 
 def cmd_pair(args: argparse.Namespace) -> int:
     """Process two GeoTIFFs into a cube."""
+    cfg = _config(args, out=args.out, bands=tuple(args.band))  # before heavy imports
     from pipeline.process import geotiff_source, process_pair
 
-    cfg = _config(args, out=args.out, bands=tuple(args.band))
     source = geotiff_source(args.pre, args.post, cfg)  # files checked before any cluster
     result = process_pair(source, cfg, progress=not args.quiet)  # starts the cluster
     print(f"cube: {result.cube} (pair {result.index})")
@@ -173,9 +173,9 @@ def cmd_event(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build the embedded demo event, serve it over STAC on loopback, and process it."""
+    cfg = _config(args, out=str(Path(args.out) / "demo.zarr"))  # before heavy imports
     from pipeline.demo import run_demo
 
-    cfg = _config(args, out=str(Path(args.out) / "demo.zarr"))
     run_demo(Path(args.out), cfg, size=tuple(args.size) if args.size else None)
     return 0
 
@@ -202,15 +202,16 @@ def _add_processing_args(p: argparse.ArgumentParser, nodata: bool = True) -> Non
                    "untrained:<config> (default: best shipped for the workers' device)")
     g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda where a worker has it)")
     g.add_argument("--lambda", dest="lam", type=float, metavar="PX2",
-                   help=f"log-TV λ: strength of the denoising, px² (default {d.lam})")
+                   help="log-TV λ: strength of the denoising, px² (default: "
+                        "model.denoise.LogTVConfig.lam)")
     g.add_argument("--epsilon", dest="eps", type=float, metavar="PX",
-                   help=f"log-TV ε: gradients well above it are kept (faults), well below "
-                        f"smoothed (noise), px/px (default {d.eps})")
+                   help="log-TV ε: gradients well above it are kept (faults), well below "
+                        "smoothed (noise), px/px (default: model.denoise.LogTVConfig.eps)")
     g.add_argument("--denoise-halo", type=int, metavar="PX",
                    help=f"px of neighbouring tiles each log-TV block sees (default {d.halo})")
     g.add_argument("--max-sigma", type=float, metavar="PX",
-                   help=f"flag pixels whose σ is above this as low confidence, px "
-                        f"(default {c.max_sigma})")
+                   help="flag pixels whose σ is above this as low confidence, px "
+                        "(default: model.uncertainty.DEFAULT_MAX_SIGMA_PX)")
     g.add_argument("--edge-margin", type=int, metavar="PX",
                    help=f"flag pixels this close to missing data as edge, px (default "
                         f"{c.edge_margin})")

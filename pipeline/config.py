@@ -21,11 +21,8 @@ re-validates. Building one touches no network, cluster or file.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
-
-from model.denoise import LogTVConfig
-from model.uncertainty import DEFAULT_MAX_SIGMA_PX
 
 from .plan import SearchParams
 
@@ -135,45 +132,71 @@ class InputConfig:
         return "+".join(str(b) for b in self.bands)
 
 
+def model_defaults() -> dict[str, float | int]:
+    """The defaults that belong to the science (``model``): log-TV λ, ε and iterations
+    (``model.denoise.LogTVConfig``) and the low-confidence threshold
+    (``model.uncertainty.DEFAULT_MAX_SIGMA_PX``). Read only when a run starts
+    (:meth:`RunConfig.resolved`): importing them loads torch, which validation must not
+    wait for."""
+    from model.denoise import LogTVConfig
+    from model.uncertainty import DEFAULT_MAX_SIGMA_PX
+
+    d = LogTVConfig()
+    return {"lam": d.lam, "eps": d.eps, "outer_iters": d.outer_iters,
+            "inner_iters": d.inner_iters, "max_sigma": DEFAULT_MAX_SIGMA_PX}
+
+
 @dataclass(frozen=True)
 class DenoiseConfig:
-    """log-TV of the raw field (px units): ``lam`` λ (px²), ``eps`` ε, iterations, and
-    ``halo``: px of neighbouring tiles each chunked solve sees."""
+    """log-TV of the raw field (px units): ``lam`` λ (px²), ``eps`` ε, iterations (None:
+    the model's defaults, see :func:`model_defaults`), and ``halo``: px of neighbouring
+    tiles each chunked solve sees."""
 
-    lam: float = LogTVConfig.lam
-    eps: float = LogTVConfig.eps
-    outer_iters: int = LogTVConfig.outer_iters
-    inner_iters: int = LogTVConfig.inner_iters
+    lam: float | None = None
+    eps: float | None = None
+    outer_iters: int | None = None
+    inner_iters: int | None = None
     halo: int = 32
 
     def __post_init__(self) -> None:
-        _check(_finite("lambda", self.lam) >= 0, f"lambda must be >= 0, got {self.lam}")
-        _check(_finite("epsilon", self.eps) > 0, f"epsilon must be > 0, got {self.eps}")
-        _check(_int("outer_iters", self.outer_iters) >= 1, "outer_iters must be >= 1")
-        _check(_int("inner_iters", self.inner_iters) >= 1, "inner_iters must be >= 1")
+        if self.lam is not None:
+            _check(_finite("lambda", self.lam) >= 0, f"lambda must be >= 0, got {self.lam}")
+        if self.eps is not None:
+            _check(_finite("epsilon", self.eps) > 0, f"epsilon must be > 0, got {self.eps}")
+        for name in ("outer_iters", "inner_iters"):
+            value = getattr(self, name)
+            if value is not None:
+                _check(_int(name, value) >= 1, f"{name} must be >= 1, got {value}")
         _check(_int("denoise_halo", self.halo) >= 0,
                f"denoise_halo must be >= 0 px, got {self.halo}")
 
-    def logtv(self) -> LogTVConfig:
-        return LogTVConfig(lam=self.lam, eps=self.eps, outer_iters=self.outer_iters,
-                           inner_iters=self.inner_iters)
+    def logtv(self):
+        """``model.denoise.LogTVConfig`` with these values (the model's for None)."""
+        from model.denoise import LogTVConfig
+
+        return LogTVConfig(**{k: v for k, v in (("lam", self.lam), ("eps", self.eps),
+                                                ("outer_iters", self.outer_iters),
+                                                ("inner_iters", self.inner_iters))
+                              if v is not None})
 
 
 @dataclass(frozen=True)
 class ConfidenceConfig:
     """What counts as measured. ``max_sigma``: pixels whose σ (px, either component) is
-    above it are flagged low confidence. ``edge_margin``: pixels within this many px of
-    a missing pixel are flagged edge (the model's receptive field reaches into the gap).
-    ``ramp``: the co-registration ramp removed from ``east``/``north`` (``keep`` none,
-    ``offset`` a constant, ``plane`` a plane); ``*_raw`` keep it."""
+    above it are flagged low confidence (None: the model's default, see
+    :func:`model_defaults`). ``edge_margin``: pixels within this many px of a missing
+    pixel are flagged edge (the model's receptive field reaches into the gap). ``ramp``:
+    the co-registration ramp removed from ``east``/``north`` (``keep`` none, ``offset`` a
+    constant, ``plane`` a plane); ``*_raw`` keep it."""
 
-    max_sigma: float = DEFAULT_MAX_SIGMA_PX
+    max_sigma: float | None = None
     edge_margin: int = 8
     ramp: str = "plane"
 
     def __post_init__(self) -> None:
-        _check(_finite("max_sigma", self.max_sigma) > 0,
-               f"max_sigma must be > 0 px, got {self.max_sigma}")
+        if self.max_sigma is not None:
+            _check(_finite("max_sigma", self.max_sigma) > 0,
+                   f"max_sigma must be > 0 px, got {self.max_sigma}")
         _check(_int("edge_margin", self.edge_margin) >= 0,
                f"edge_margin must be >= 0 px, got {self.edge_margin}")
         _check(self.ramp in RAMP_MODES,
@@ -291,6 +314,16 @@ class RunConfig:
         elif any(v is not None for v in search.values()):
             raise ConfigError("a STAC search needs event_time")
         return cls(search=params, **built)
+
+    def resolved(self) -> RunConfig:
+        """This config with the model's defaults filled in (imports torch)."""
+        d = model_defaults()
+        den = {k: d[k] if getattr(self.denoise, k) is None else getattr(self.denoise, k)
+               for k in ("lam", "eps", "outer_iters", "inner_iters")}
+        sigma = d["max_sigma"] if self.confidence.max_sigma is None else \
+            self.confidence.max_sigma
+        return replace(self, denoise=replace(self.denoise, **den),
+                       confidence=replace(self.confidence, max_sigma=sigma))
 
     def as_attrs(self) -> dict[str, Any]:
         """Flat provenance of the settings (names as in the cube's attributes)."""

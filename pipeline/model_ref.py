@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _CACHE: dict[tuple[str, str], object] = {}
+SHIPPED = Path(__file__).resolve().parent.parent / "model" / "weights"
+"""Where ``model.registry`` keeps the shipped weights (found here without importing torch)."""
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,8 @@ class ModelRef:
 
 def check_weights(weights: str | None) -> None:
     """Raise ValueError (one line) for a weights name or path that cannot resolve.
-    No loading: this runs before any cluster starts."""
+    Reads a file's header only, and imports no torch: this runs before any cluster starts."""
     from model.config import get_config
-    from model.registry import resolve_weights
 
     if weights is None:
         return
@@ -48,10 +49,16 @@ def check_weights(weights: str | None) -> None:
         except (KeyError, ValueError) as e:
             raise ValueError(f"weights {weights!r}: {e}") from None
         return
-    try:
-        path = resolve_weights(weights)
-    except FileNotFoundError as e:
-        raise ValueError(str(e)) from None
+    path = Path(weights)
+    if path.suffix != ".safetensors":
+        path = SHIPPED / f"{weights}.safetensors"
+        if not path.is_file():
+            shipped = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.safetensors")))
+            raise ValueError(f"unknown model {weights!r}: not a .safetensors path nor a "
+                             f"shipped model ({shipped or 'none shipped'}); use "
+                             "'untrained:<config>' for a randomly initialised model")
+    if not path.is_file():
+        raise ValueError(f"weights file not found: {path}")
     _config_of(path)
 
 
@@ -69,11 +76,12 @@ def resolve_model(weights: str | None, device_type: str) -> ModelRef:
 
 
 def _config_of(path: Path) -> dict:
-    """The model config in a weights file's metadata (reads the header only)."""
-    from model.registry import read_metadata
+    """The model config in a weights file's metadata (reads the header only, no torch)."""
+    from safetensors import safe_open
 
     try:
-        meta = read_metadata(path)
+        with safe_open(str(path), framework="numpy") as f:
+            meta = dict(f.metadata() or {})
     except Exception as e:  # safetensors raises its own error type
         raise ValueError(f"cannot read weights {path}: {e}") from None
     if "config" not in meta:

@@ -146,6 +146,7 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
     """
     from .cluster import dask_client, log_worker_memory
 
+    cfg = cfg.resolved()  # the model's defaults, as numbers, for the graph and provenance
     out = Path(out or cfg.output.out)
     pair = source.load(cfg.tiling.tile)
     _check_pair(pair)  # all before any cluster starts: size, grid, output path, pixels

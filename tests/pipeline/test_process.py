@@ -181,6 +181,12 @@ def test_append_adds_a_pair_and_overwrite_replaces_it(shifted_pair, tmp_path, cl
     cfg = _cfg(out)
     first = process_pair(geotiff_source(pre, post, cfg), cfg, client=client, progress=False)
     east0 = float(np.nanmean(cube.open_cube(out).east.values[0]))
+    from model.denoise import LogTVConfig
+    from model.uncertainty import DEFAULT_MAX_SIGMA_PX
+
+    prov = cube.pair_provenance(cube.open_cube(out), 0)  # the model's defaults, as numbers
+    assert prov["logtv_lambda"] == LogTVConfig().lam and prov["logtv_epsilon"] == LogTVConfig().eps
+    assert prov["max_sigma_px"] == DEFAULT_MAX_SIGMA_PX
     other = tmp_path / "b"
     other.mkdir()
     a, b = _shifted(-DX, DY)
