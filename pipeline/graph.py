@@ -109,10 +109,16 @@ def measure_graph(pair: xr.Dataset, stats: Stats, cfg: RunConfig, model: ModelRe
     measured = codes == MEASURED
     raw = da.where(measured[None], raw, np.float32(np.nan))
     xres, yres = pixel_size(pair)
-    return {"east_raw": raw[0] * np.float32(xres),
-            "north_raw": raw[1] * np.float32(-abs(yres)),
-            "east_sigma": sigma[0] * np.float32(abs(xres)),
-            "north_sigma": sigma[1] * np.float32(abs(yres))}
+    return _as_cube_chunks({"east_raw": raw[0] * np.float32(xres),
+                            "north_raw": raw[1] * np.float32(-abs(yres)),
+                            "east_sigma": sigma[0] * np.float32(abs(xres)),
+                            "north_sigma": sigma[1] * np.float32(abs(yres))}, t.tile)
+
+
+def _as_cube_chunks(arrays: dict[str, da.Array], tile: int) -> dict[str, da.Array]:
+    """``(tile, tile)`` chunks, as the cube's: Dask's overlap may have merged a last chunk
+    narrower than the halo into its neighbour."""
+    return {k: v.rechunk((tile, tile)) for k, v in arrays.items()}
 
 
 def stored_field(stored: xr.Dataset, xres: float, yres: float) -> tuple[da.Array, da.Array]:
@@ -145,8 +151,9 @@ def finish_graph(pair: xr.Dataset, stored: xr.Dataset, ramp, cfg: RunConfig
 
         den = da.map_blocks(minus_ramp, den, dtype=np.float32, name="minus-ramp")
     den = da.where(measured[None], den, np.float32(np.nan))
-    return {"east": den[0] * np.float32(xres), "north": den[1] * np.float32(-abs(yres)),
-            "valid": codes}
+    return _as_cube_chunks({"east": den[0] * np.float32(xres),
+                            "north": den[1] * np.float32(-abs(yres)), "valid": codes},
+                           cfg.tiling.tile)
 
 
 def fit_ramp(stored: xr.Dataset, mode: str, xres: float, yres: float, step: int = 4):

@@ -33,4 +33,7 @@ def with_halo(func: Callable[..., np.ndarray], stack: da.Array, halo: int, *,
     with dask.annotate(**annotations):
         out = da.map_blocks(func, grown, dtype=np.float32, name=name,
                             chunks=((out_channels,), *grown.chunks[1:]), **kwargs)
-    return da.overlap.trim_internal(out, depth, boundary="none")
+    out = da.overlap.trim_internal(out, depth, boundary="none")
+    # back to the input's chunks: overlap merges a last chunk narrower than the halo into
+    # its neighbour, and every stage downstream works on the cube's chunks
+    return out.rechunk(((out_channels,), *stack.chunks[1:]))
