@@ -15,6 +15,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import stackstac
 import xarray as xr
 
+from .gdal_env import stackstac_env
 from .plan import PairPlan
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def _stack(plan: PairPlan, assets: list[str], chunk: int, dtype: str) -> xr.Data
         sortby_date=False,
         xy_coords="center",
         errors_as_nodata=(),
+        gdal_env=stackstac_env(),
     )
     da = da.drop_vars([c for c in da.coords if c not in ("x", "y", "band")])
     return da.rename(time="image")
