@@ -60,6 +60,18 @@ def _range_probabilities(step: int, cfg: TrainConfig, present: np.ndarray) -> np
     return weights / weights.sum()
 
 
+def started_prediction(model: MicroFlow, pre: torch.Tensor, post: torch.Tensor
+                       ) -> torch.Tensor:
+    """The last iterate ``(B, 2, H, W)`` px from the model's own start, as at inference:
+    the correlator's field if ``model.config.correlator_start``, else coarse-to-fine."""
+    init = None
+    if model.config.correlator_start:
+        init = torch.from_numpy(correlator_starts(pre[:, 0].float().cpu().numpy(),
+                                                  post[:, 0].float().cpu().numpy()))
+        init = init.to(pre.device)
+    return model(pre, post, init=init)[-1]
+
+
 def evaluate(model: MicroFlow, val: SampleSet, device: torch.device, bf16: bool,
              batch: int = 8, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
              | None = None, border: int = 0, indices: np.ndarray | None = None
@@ -67,10 +79,10 @@ def evaluate(model: MicroFlow, val: SampleSet, device: torch.device, bf16: bool,
     """Mean EPE (px) per displacement range and overall (``all``).
 
     ``predict(pre, post)`` gives the ``(B, 2, H, W)`` field (default: the model's last
-    iterate); pixels within ``border`` px of the edge are left out; ``indices`` picks a
-    subset of ``val``.
+    iterate from its own start, :func:`started_prediction`); pixels within ``border`` px of
+    the edge are left out; ``indices`` picks a subset of ``val``.
     """
-    predict = predict or (lambda a, b: model(a, b)[-1])
+    predict = predict or (lambda a, b: started_prediction(model, a, b))
     idx_all = np.arange(len(val)) if indices is None else np.asarray(indices)
     model.eval()
     errs: dict[str, list[float]] = {n: [] for n in RANGE_NAMES}
