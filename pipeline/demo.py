@@ -167,8 +167,9 @@ def truth_epe(cube_path: str | Path, truth: str | Path, pair: int = 0) -> dict[s
 
 def run_demo(out: Path, cfg: RunConfig | None = None, size: tuple[int, int] | None = None,
              client=None) -> dict:
-    """Build the demo, serve it with a local STAC API, search it, process every pair with
-    ``pipeline.process.process_pair`` (no Prefect), and report the EPE against the truth.
+    """Build the demo, serve its COGs over HTTP (range requests) and its items with a local
+    STAC API, search it, process every pair with ``pipeline.process.process_pair`` (no
+    Prefect), and report the EPE against the truth.
 
     ``cfg``: the run's settings (its ``out``, search and bands are set here); ``client``:
     a ``distributed.Client`` (default: per ``cfg.cluster``).
@@ -178,6 +179,7 @@ def run_demo(out: Path, cfg: RunConfig | None = None, size: tuple[int, int] | No
 
     from .aoi import search_params
     from .config import InputConfig, OutputConfig
+    from .http_server import RangeFileServer
     from .process import cube_path_for, plan_source, process_pair
     from .search import search_pairs
     from .stac_items import make_collection
@@ -187,19 +189,22 @@ def run_demo(out: Path, cfg: RunConfig | None = None, size: tuple[int, int] | No
     base = cfg or RunConfig(output=OutputConfig(out=str(out / "demo.zarr")))
     t0 = time.monotonic()
     event = build_demo_event(out / "scenes", size=size)
-    collection = make_collection("sentinel-2-l2a", event.items)
     results = []
-    with LocalStacServer(event.items, [collection]) as server:
-        log.info("demo STAC API serving %d items at %s", len(event.items), server.url)
-        params = search_params(event_time=EVENT_TIME, asset="red", stac_url=server.url,
-                               collection="sentinel-2-l2a", bbox=list(event.bbox),
-                               days_before=30, days_after=30, max_cloud=20)
-        run = replace(base, output=replace(base.output, out=str(out / "demo.zarr")),
-                      input=InputConfig(bands=("red",)), search=params)
-        plans = search_pairs(run.search)
-        for plan in plans:
-            cube = cube_path_for(Path(run.output.out), plan, len(plans))
-            results.append(process_pair(plan_source(plan, run), run, client=client, out=cube))
+    with RangeFileServer(out / "scenes") as files:
+        items = files.items(event.items)  # hrefs are http://127.0.0.1:PORT/..., as in the cloud
+        with LocalStacServer(items, [make_collection("sentinel-2-l2a", items)]) as server:
+            log.info("demo STAC API serving %d items at %s, their COGs at %s", len(items),
+                     server.url, files.url)
+            params = search_params(event_time=EVENT_TIME, asset="red", stac_url=server.url,
+                                   collection="sentinel-2-l2a", bbox=list(event.bbox),
+                                   days_before=30, days_after=30, max_cloud=20)
+            run = replace(base, output=replace(base.output, out=str(out / "demo.zarr")),
+                          input=InputConfig(bands=("red",)), search=params)
+            plans = search_pairs(run.search)
+            for plan in plans:
+                cube = cube_path_for(Path(run.output.out), plan, len(plans))
+                results.append(process_pair(plan_source(plan, run), run, client=client,
+                                            out=cube))
     seconds = round(time.monotonic() - t0, 1)
     first = results[0]
     scores = truth_epe(first.cube, event.truth, first.index)

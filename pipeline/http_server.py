@@ -387,6 +387,13 @@ class RangeFileServer:
         rel = (p if p.is_absolute() else self.root / p).resolve().relative_to(self.root)
         return f"{self.url}/{quote(rel.as_posix())}"
 
+    def items(self, items: list[dict]) -> list[dict]:
+        """STAC ``items`` (dicts) with every asset href, a local file under ``root``,
+        replaced by its URL on this server."""
+        return [{**item, "assets": {name: {**a, "href": self.href(a["href"])}
+                                    for name, a in item["assets"].items()}}
+                for item in items]
+
     # -- log and faults -----------------------------------------------------------------
     def _all_records(self) -> list[AccessRecord]:
         if self._dir is None:

@@ -42,12 +42,7 @@ def client():
 
 def over_http(items: list[dict], server: RangeFileServer) -> list[dict]:
     """``items`` with every asset href (a local path) replaced by ``server``'s URL."""
-    out = []
-    for item in items:
-        assets = {name: {**a, "href": server.href(a["href"])}
-                  for name, a in item["assets"].items()}
-        out.append({**item, "assets": assets})
-    return out
+    return server.items(items)
 
 
 def plan_for(items: list[dict], bbox) -> PairPlan:
