@@ -77,7 +77,7 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
     import torch
 
     from model.correlator import CorrelatorConfig, frequency_correlate
-    from model.denoise import LogTVConfig, logtv_denoise
+    from model.denoise import LogTVConfig, logtv_denoise, weights_from_sigma
     from model.evaluate import run_methods, summarise
     from model.inference import estimate_displacement, get_model
     from pipeline.report import figure_pair, markdown_tables
@@ -87,11 +87,22 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
     corr_cfg = CorrelatorConfig()
     logtv = LogTVConfig()
     model = get_model(weights, torch.device("cpu"))
+    sigma: dict[str, np.ndarray] = {}  # σ of the pair just measured, for its log-TV
+
+    def microflow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        flow, sigma["last"] = estimate_displacement(a, b, denoise=False, weights=weights,
+                                                    return_sigma=True)
+        return flow
+
+    def weighted_logtv(flow: np.ndarray) -> np.ndarray:  # as the pipeline does
+        return logtv_denoise(flow, logtv, weights=weights_from_sigma(sigma["last"]),
+                             weights_reference=1.0)
+
     methods = {
-        "microflow": lambda a, b: estimate_displacement(a, b, denoise=False, weights=weights),
+        "microflow": microflow,
         "correlator": lambda a, b: frequency_correlate(a, b, corr_cfg).to_dense(a.shape),
     }
-    derived = {"microflow+logtv": ("microflow", lambda f: logtv_denoise(f, logtv))}
+    derived = {"microflow+logtv": ("microflow", weighted_logtv)}
     names = ["microflow", "microflow+logtv", "correlator"]
     if model.config.pyramid_levels:  # ablation: the same weights without coarse-to-fine
         methods[SINGLE_SCALE] = lambda a, b: estimate_displacement(
@@ -121,7 +132,9 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
         "model": f"{model.weights_name} (sha256 {model.weights_sha256[:12]}…)",
         "correlator": f"window {corr_cfg.window} px, step {corr_cfg.step} px, densified "
                       "bilinearly to every pixel",
-        "log-TV": f"λ = {logtv.lam}, ε = {logtv.eps}",
+        "log-TV": f"λ = {logtv.lam}, ε = {logtv.eps}, data term weighted by MicroFlow's σ",
+        "start": "MicroFlow starts from the correlator's field" if model.config.correlator_start
+                 else "MicroFlow starts coarse-to-fine",
         "pairs": f"{size}x{size} px, {n_per_group} per (range, change) group, seed {seed}; "
                  "EPE over valid pixels more than 8 px from the border",
         "throughput (this machine)": json.dumps({k: round(v, 3) if isinstance(v, float) else v
