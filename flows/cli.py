@@ -108,7 +108,7 @@ def _settings(args: argparse.Namespace) -> dict:
     """The processing options as ``RunConfig.from_flat`` settings (None = default)."""
     names = ("tile", "halo", "batch_size", "weights", "device", "lam", "eps", "denoise_halo",
              "max_sigma", "edge_margin", "ramp", "nodata", "zero_is_nodata", "dask_address",
-             "workers")
+             "workers", "quicklook_dir")
     flat = {n: getattr(args, n, None) for n in names}
     flat["if_exists"] = ("append" if getattr(args, "append", False) else
                          "overwrite" if getattr(args, "overwrite", False) else None)
@@ -235,6 +235,9 @@ def _add_processing_args(p: argparse.ArgumentParser, nodata: bool = True) -> Non
                    help="the cube holds these scenes from other inputs or settings: "
                         "replace that pair")
     g.add_argument("--no-quicklooks", action="store_true", help="skip the PNG quick-looks")
+    g.add_argument("--quicklook-dir", metavar="DIR",
+                   help="local folder for the PNG quick-looks (default: beside the cube; the "
+                        "current directory when --out is an s3:// URL)")
     g.add_argument("--workers", type=int,
                    help=f"local Dask worker processes (default {k.workers})")
     g.add_argument("--dask-address", help="tcp://HOST:PORT of an existing Dask scheduler")
@@ -300,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("pair", help="displacement between two GeoTIFFs into a Zarr cube")
     pr.add_argument("pre")
     pr.add_argument("post")
-    pr.add_argument("--out", required=True, help="Zarr cube path")
+    pr.add_argument("--out", required=True, help="Zarr cube path or "
+                    "s3://bucket/prefix/cube.zarr (credentials and endpoint: AWS_* variables)")
     pr.add_argument("--band", type=int, nargs="+", default=[1], metavar="N",
                     help="1-based band number(s); several are estimated each, then combined "
                          "(default 1)")
@@ -325,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"search window, days (default {sd['days_after']:g})")
     ev.add_argument("--max-cloud", type=float,
                     help=f"scene cloud cover limit, percent (default {sd['max_cloud']:g})")
-    ev.add_argument("--out", required=True, help="Zarr cube path")
+    ev.add_argument("--out", required=True, help="Zarr cube path or "
+                    "s3://bucket/prefix/cube.zarr (credentials and endpoint: AWS_* variables)")
     _add_processing_args(ev, nodata=False)
     ev.set_defaults(func=cmd_event)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -55,10 +54,10 @@ def process_task(plan, cube: str, cfg) -> int:
 
 
 @task(name="quicklooks", retries=1, retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def quicklook_task(cube: str, index: int) -> list[str]:
+def quicklook_task(cube: str, index: int, out_dir: str | None = None) -> list[str]:
     from pipeline.quicklook import draw_quicklooks
 
-    return [str(p) for p in draw_quicklooks(Path(cube), index)]
+    return [str(p) for p in draw_quicklooks(cube, index, out_dir)]
 
 
 @flow(name="earthquake-response")
@@ -89,12 +88,15 @@ def earthquake_response(
     dask_address: str | None = None,
     workers: int | None = None,
     quicklooks: bool = True,
+    quicklook_dir: str | None = None,
 ) -> dict:
     """Displacement cube(s) for one event. Every parameter left None takes the default
     of ``pipeline.config`` (written there once); see ``microflow event --help``.
 
     Args:
-        out: cube path (``.zarr``); several MGRS tiles give ``<stem>_<tile>.zarr``.
+        out: cube path (``.zarr``) or ``s3://bucket/prefix/cube.zarr`` (credentials and
+            endpoint from the ``AWS_*`` environment: ``pipeline.store``); several MGRS
+            tiles give ``<stem>_<tile>.zarr``.
         event_time: ISO 8601 (UTC if no zone).
         assets: STAC asset names (several: estimated each, then combined).
         bbox: ``[W, S, E, N]`` degrees, or ``point`` ``[lon, lat]`` with ``radius_km``.
@@ -108,6 +110,8 @@ def earthquake_response(
         weights: shipped model name or ``.safetensors`` path (default: best shipped).
         dask_address: ``tcp://host:port`` of an existing scheduler (default: local).
         workers: local cluster size when no address is given.
+        quicklook_dir: local folder for the PNGs (default: beside a local cube, the
+            current directory for an ``s3://`` one).
 
     Returns a summary: cube paths, pair indices and ids, quick-looks, seconds.
     """
@@ -122,7 +126,7 @@ def earthquake_response(
         halo=halo, batch_size=batch_size, weights=weights, device=device, lam=lam, eps=eps,
         denoise_halo=denoise_halo, max_sigma=max_sigma, edge_margin=edge_margin, ramp=ramp,
         if_exists=if_exists, dask_address=dask_address, workers=workers,
-        quicklooks=quicklooks)
+        quicklooks=quicklooks, quicklook_dir=quicklook_dir)
     logger = get_run_logger()
     t0 = time.monotonic()
     plans = search_task(cfg.search)
@@ -131,13 +135,14 @@ def earthquake_response(
         logger.info("Dask scheduler %s with %d worker(s)", client.scheduler.address,
                     len(client.scheduler_info()["workers"]))
         for plan in plans:
-            cube = str(cube_path_for(Path(cfg.output.out), plan, len(plans)))
+            cube = str(cube_path_for(cfg.output.out, plan, len(plans)))
             index = process_task(plan, cube, cfg)
             summary["cubes"].append(cube)
             summary["pairs"].append({"cube": cube, "pair": index, "pre_id": plan.pre.id,
                                      "post_id": plan.post.id, "grid": plan.pre.grid_key})
             if cfg.output.quicklooks:
-                summary["quicklooks"].extend(quicklook_task(cube, index))
+                summary["quicklooks"].extend(
+                    quicklook_task(cube, index, cfg.output.quicklook_dir or None))
     summary["seconds"] = round(time.monotonic() - t0, 1)
     logger.info("done: %s", summary)
     return summary

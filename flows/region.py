@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from .earthquake_response import earthquake_response
 
 
-def _complete(cube: Path) -> bool:
+def _complete(cube: str | Path) -> bool:
     """A cube whose every pair is marked complete (every block written)."""
     from pipeline import cube as cubes
 
@@ -21,18 +21,22 @@ def _complete(cube: Path) -> bool:
     return bool(entries) and all(e.complete for e in entries)
 
 
-def _marker(out_dir: str | Path, name: str) -> Path:
-    return Path(out_dir) / f"{name}.done.json"
+def _marker(out_dir: str | Path, name: str) -> str | Path:
+    from pipeline.store import join
+
+    return join(out_dir, f"{name}.done.json")
 
 
 def _finished(out_dir: str | Path, name: str) -> bool:
     """The event's run ended (marker written) and every cube it listed is complete
     (an event over several MGRS tiles has one cube per tile)."""
+    from pipeline.store import exists, read_text
+
     marker = _marker(out_dir, name)
-    if not marker.is_file():
+    if not exists(marker):
         return False
-    cubes = json.loads(marker.read_text()).get("cubes", [])
-    return bool(cubes) and all(_complete(Path(c)) for c in cubes)
+    cubes = json.loads(read_text(marker)).get("cubes", [])
+    return bool(cubes) and all(_complete(c) for c in cubes)
 
 
 @flow(name="region")
@@ -59,8 +63,11 @@ def region(
     if_exists: str | None = None,
     dask_address: str | None = None,
     workers: int | None = None,
+    quicklook_dir: str | None = None,
 ) -> dict:
-    """Process each event of ``events`` into ``<out_dir>/<name>.zarr``.
+    """Process each event of ``events`` into ``<out_dir>/<name>.zarr`` (``out_dir``: a
+    local folder or an ``s3://bucket/prefix`` URL, where the ``<name>.done.json`` markers
+    go too).
 
     Each event is a dict with ``name``, ``event_time`` and ``bbox`` or ``point`` +
     ``radius_km`` (optionally its own ``days_before``/``days_after``/``max_cloud``). The
@@ -70,6 +77,7 @@ def region(
     others (it is reported, and the flow fails at the end).
     """
     from pipeline.config import RunConfig
+    from pipeline.store import join, write_text
 
     logger = get_run_logger()
     names = [str(e.get("name", "")) for e in events]
@@ -79,13 +87,14 @@ def region(
                   days_after=days_after, max_cloud=max_cloud, tile=tile, halo=halo,
                   batch_size=batch_size, weights=weights, device=device, lam=lam, eps=eps,
                   denoise_halo=denoise_halo, max_sigma=max_sigma, edge_margin=edge_margin,
-                  ramp=ramp, if_exists=if_exists, dask_address=dask_address, workers=workers)
+                  ramp=ramp, if_exists=if_exists, dask_address=dask_address, workers=workers,
+                  quicklook_dir=quicklook_dir)
     per_event = ("event_time", "bbox", "point", "radius_km", "days_before", "days_after",
                  "max_cloud")
     jobs = []
     for e in events:  # validate all before starting any
         kwargs = {**shared, **{k: e[k] for k in per_event if k in e},
-                  "out": str(Path(out_dir) / f"{e['name']}.zarr")}
+                  "out": str(join(out_dir, f"{e['name']}.zarr"))}
         RunConfig.from_flat(**kwargs, bands=tuple(assets) if assets else None)
         jobs.append((e["name"], {**kwargs, "assets": assets}))
     results: dict = {"done": [], "skipped": [], "failed": {}}
@@ -96,7 +105,7 @@ def region(
             continue
         try:
             summary = earthquake_response(**kwargs)
-            _marker(out_dir, name).write_text(json.dumps(summary, indent=1))
+            write_text(_marker(out_dir, name), json.dumps(summary, indent=1))
             results["done"].append(name)
         except Exception as exc:  # keep going; report at the end
             logger.error("%s failed: %s", name, exc)

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
 
 from .plan import SearchParams
+from .store import check_location, is_remote
 
 RAMP_MODES = ("keep", "offset", "plane")
 IfExists = Literal["resume", "append", "overwrite"]
@@ -209,17 +210,26 @@ class ConfidenceConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """Where results go. ``if_exists``: what to do when the cube already holds this pair
+    """Where results go. ``out``: a local path or ``s3://bucket/prefix/cube.zarr``
+    (``pipeline.store``). ``if_exists``: what to do when the cube already holds this pair
     (same scene ids) computed from other inputs or settings: ``resume`` refuses (a pair
     with the same identity always resumes), ``append`` adds it as a new pair,
-    ``overwrite`` replaces it."""
+    ``overwrite`` replaces it. ``quicklook_dir``: a local folder for the PNGs (default:
+    beside a local cube, the current directory for a remote one)."""
 
     out: str = ""
     if_exists: str = "resume"
     quicklooks: bool = True
+    quicklook_dir: str = ""
 
     def __post_init__(self) -> None:
         _check(bool(str(self.out).strip()), "out (the cube path) is required")
+        try:
+            check_location(self.out)
+        except ValueError as e:
+            raise ConfigError(f"out: {e}") from None
+        _check(not is_remote(self.quicklook_dir),
+               f"quicklook_dir must be a local folder, got {self.quicklook_dir!r}")
         _check(self.if_exists in ("resume", "append", "overwrite"),
                f"if_exists must be resume, append or overwrite, got {self.if_exists!r}")
 
@@ -273,7 +283,7 @@ class RunConfig:
         "max_sigma": ("confidence", "max_sigma"), "edge_margin": ("confidence", "edge_margin"),
         "ramp": ("confidence", "ramp"),
         "out": ("output", "out"), "if_exists": ("output", "if_exists"),
-        "quicklooks": ("output", "quicklooks"),
+        "quicklooks": ("output", "quicklooks"), "quicklook_dir": ("output", "quicklook_dir"),
         "dask_address": ("cluster", "dask_address"), "workers": ("cluster", "workers"),
     }
     SEARCH_KEYS: ClassVar[tuple[str, ...]] = (

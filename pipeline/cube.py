@@ -56,6 +56,8 @@ import zarr
 from rasterio.crs import CRS
 from zarr.core.sync import sync
 
+from . import store as stores
+
 MEASURE_VARS = ("east_raw", "north_raw", "east_sigma", "north_sigma")
 """Stage ``measure``: the raw field and its σ (m); ``north_sigma`` last marks it done."""
 FINISH_VARS = ("east", "north", "valid")
@@ -118,20 +120,26 @@ COORD_ATTRS = {
 # store access
 
 
+def _store(path: str | Path, mode: str = "r") -> Any:
+    """The zarr store of the cube at ``path``: a local folder or an ``s3://`` URL
+    (``pipeline.store``)."""
+    return stores.zarr_store(path, read_only=mode == "r")
+
+
 def _open_group(path: str | Path, mode: str = "r") -> zarr.Group:
     """The cube's root group, read from the arrays' own metadata (never the consolidated)."""
-    return zarr.open_group(str(path), mode=mode, use_consolidated=False)
+    return zarr.open_group(_store(path, mode), mode=mode, use_consolidated=False)
 
 
 def _open_array(path: str | Path, name: str, mode: str = "r") -> zarr.Array:
-    return zarr.open_array(str(path), path=name, mode=mode)
+    return zarr.open_array(_store(path, mode), path=name, mode=mode)
 
 
 def _consolidate(path: str | Path) -> None:
     """Rewrite the consolidated metadata (zarr warns that it is not in the v3 spec yet)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata")
-        zarr.consolidate_metadata(str(path))
+        zarr.consolidate_metadata(_store(path, "r+"))
 
 
 def cube_exists(path: str | Path) -> bool:
@@ -263,9 +271,12 @@ def check_target(path: str | Path, *, x: np.ndarray, y: np.ndarray, crs: Any, ch
                  ) -> bool:
     """Whether ``path`` already holds a cube on this grid (True), or is free (False).
 
-    Raises ValueError for a cube on another grid (x, y, CRS or chunk) or a non-empty
-    folder or file that is no cube. Reads metadata only: callers check before any work.
+    Raises ValueError for a cube on another grid (x, y, CRS or chunk), a non-empty
+    folder, file or URL prefix that is no cube, or a bucket that cannot be listed. Reads
+    metadata only: callers check before any work.
     """
+    stores.check_location(path)
+    stores.check_bucket(path)
     x, y = _check_axis("x", x), _check_axis("y", y)
     crs = CRS.from_user_input(crs)
     chunk = int(chunk)
@@ -277,7 +288,12 @@ def check_target(path: str | Path, *, x: np.ndarray, y: np.ndarray, crs: Any, ch
             raise ValueError(f"{path} already holds a cube on another grid: {why}; "
                              "write to another path or remove it")
         return True
-    local = Path(path)
+    if stores.is_remote(path):
+        if stores.holds_anything(path):
+            raise ValueError(f"{path} holds objects and is not a displacement cube; not "
+                             "overwriting it")
+        return False
+    local = Path(stores.normalize(path))
     if local.exists() and (not local.is_dir() or any(local.iterdir())):
         raise ValueError(f"{path} exists and is not a displacement cube; not overwriting it")
     return False
@@ -288,7 +304,8 @@ def create_cube(path: str | Path, *, x: np.ndarray, y: np.ndarray, crs: Any, chu
     """Create an empty cube (zero pairs) on a projected grid.
 
     Args:
-        path: where the Zarr v3 store goes (a local folder, ``.zarr`` by habit).
+        path: where the Zarr v3 store goes: a local folder (``.zarr`` by habit) or an
+            ``s3://bucket/prefix/cube.zarr`` URL (``pipeline.store``).
         x: ``(W,)`` pixel-centre eastings (m), regularly spaced.
         y: ``(H,)`` pixel-centre northings (m), regularly spaced (usually decreasing).
         crs: anything ``rasterio.crs.CRS.from_user_input`` accepts (``"EPSG:32611"``,
@@ -320,7 +337,8 @@ def create_cube(path: str | Path, *, x: np.ndarray, y: np.ndarray, crs: Any, chu
                               dtype="int64")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata")
-        ds.to_zarr(str(path), mode="w-", zarr_format=3, consolidated=True, encoding=encoding)
+        ds.to_zarr(_store(path, "w-"), mode="w-", zarr_format=3, consolidated=True,
+                   encoding=encoding)
 
 
 # ---------------------------------------------------------------------------------------
@@ -578,8 +596,12 @@ def done_blocks(path: str | Path, pair: int, stage: str = "finish") -> set[tuple
 def open_cube(path: str | Path) -> xr.Dataset:
     """Open a cube lazily (Dask, chunks ``(1, C, C)``) with its CRS and decoded times.
 
-    This is ``xr.open_zarr(path, decode_coords="all")``: ``spatial_ref`` becomes a
+    This is ``xr.open_zarr(path, decode_coords="all")`` (for an ``s3://`` URL, with
+    ``storage_options`` from the environment: ``pipeline.store``): ``spatial_ref`` becomes a
     coordinate (``ds.rio.crs``, ``ds.rio.transform()`` work) and ``grid_mapping`` moves to
     each variable's ``encoding``. ``pre_time``/``post_time`` decode to datetime64[ns].
     """
+    if stores.is_remote(path):
+        return xr.open_zarr(str(stores.normalize(path)), decode_coords="all",
+                            storage_options=stores.storage_options(path))
     return xr.open_zarr(str(path), decode_coords="all")

@@ -27,6 +27,7 @@ from pathlib import Path
 import xarray as xr
 
 from . import cube
+from . import store as stores
 from .config import RunConfig
 from .fingerprint import file_fingerprint, item_fingerprint, pair_key
 from .graph import finish_graph, fit_ramp, measure_graph, pixel_size, scene_stats
@@ -90,7 +91,7 @@ def plan_source(plan, cfg: RunConfig) -> PairSource:
 class PairResult:
     """Where one processed pair went."""
 
-    cube: Path
+    cube: Path | str  # a local folder, or an ``s3://`` URL
     index: int
     meta: PairMeta
     blocks_computed: int
@@ -147,7 +148,7 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
     from .cluster import dask_client, log_worker_memory
 
     cfg = cfg.resolved()  # the model's defaults, as numbers, for the graph and provenance
-    out = Path(out or cfg.output.out)
+    out = stores.normalize(out or cfg.output.out)  # a Path, or an s3:// URL as str
     pair = source.load(cfg.tiling.tile)
     _check_pair(pair)  # all before any cluster starts: size, grid, output path, pixels
     cube.check_target(out, x=pair.x.values, y=pair.y.values, crs=pair.rio.crs,
@@ -188,14 +189,16 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
     if cfg.output.quicklooks:
         from .quicklook import draw_quicklooks
 
-        pngs = draw_quicklooks(out, index)
+        pngs = draw_quicklooks(out, index, cfg.output.quicklook_dir or None)
     return PairResult(out, index, source.meta, n, pngs)
 
 
-def cube_path_for(out: Path, plan, n_plans: int) -> Path:
-    """``out`` itself for one grid; ``<out stem>_<grid>.zarr`` beside it for several."""
+def cube_path_for(out: str | Path, plan, n_plans: int) -> Path | str:
+    """``out`` itself for one grid; ``<out stem>_<grid>.zarr`` beside it for several
+    (a Path, or a URL string for an ``s3://`` cube)."""
+    out = stores.normalize(out)
     if n_plans == 1:
-        return Path(out)
+        return out
     key = "".join(ch if ch.isalnum() else "-" for ch in plan.pre.grid_key)
-    out = Path(out)
-    return out.with_name(f"{out.stem}_{key}{out.suffix or '.zarr'}")
+    name = Path(stores.name(out))
+    return stores.with_name(out, f"{name.stem}_{key}{name.suffix or '.zarr'}")

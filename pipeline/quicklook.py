@@ -14,6 +14,7 @@ and the fault-perpendicular one toward positive distance.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from matplotlib.colors import Colormap
 from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 from scipy import ndimage
 
+log = logging.getLogger(__name__)
 Line = tuple[tuple[float, float], tuple[float, float]]
 COMPONENTS = ("east", "north", "east_raw", "north_raw")
 
@@ -393,13 +395,30 @@ def plot_profile(ds: xr.Dataset, pair: int, out_png: str | Path, line: Line | No
     return out
 
 
-def draw_quicklooks(cube: str | Path, index: int) -> list[Path]:
-    """Map and profile PNGs next to the cube: ``<cube stem>_pair<i>_{maps,profile}.png``."""
+def quicklook_stem(cube: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Where a cube's PNGs go, less ``_pair<i>_<kind>.png``: ``<out_dir>/<cube stem>`` when
+    ``out_dir`` is given; else beside a local cube, and in the current directory for a
+    remote (``s3://``) one."""
+    from . import store as stores
+
+    name = Path(stores.name(cube)).with_suffix("").name
+    if out_dir is not None:
+        return Path(out_dir) / name
+    if stores.is_remote(cube):
+        return Path.cwd() / name
+    return Path(stores.normalize(cube)).with_suffix("")
+
+
+def draw_quicklooks(cube: str | Path, index: int, out_dir: str | Path | None = None
+                    ) -> list[Path]:
+    """Map and profile PNGs ``<stem>_pair<i>_{maps,profile}.png``, with the stem from
+    :func:`quicklook_stem` (beside a local cube by default); logs where they went."""
     from .cube import open_cube
 
-    cube = Path(cube)
     ds = open_cube(cube)
-    stem = cube.with_suffix("")
+    stem = quicklook_stem(cube, out_dir)
+    stem.parent.mkdir(parents=True, exist_ok=True)
     maps = plot_maps(ds, index, Path(f"{stem}_pair{index}_maps.png"))
     profile = plot_profile(ds, index, Path(f"{stem}_pair{index}_profile.png"))
+    log.info("quick-looks of %s pair %d: %s, %s", cube, index, maps, profile)
     return [maps, profile]

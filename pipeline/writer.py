@@ -43,9 +43,10 @@ class PairMeta:
     post_time: datetime | None = None
 
 
-def open_pair(out: Path, *, x: np.ndarray, y: np.ndarray, crs, tile: int, meta: PairMeta,
+def open_pair(out: str | Path, *, x: np.ndarray, y: np.ndarray, crs, tile: int, meta: PairMeta,
               key: str, attrs: dict, provenance: dict, if_exists: str = "resume") -> int:
-    """The pair's index in the cube at ``out`` (created on the grid if missing).
+    """The pair's index in the cube at ``out`` (a folder or an ``s3://`` URL; created on the
+    grid if missing).
 
     The same scenes with the same ``key`` resume. The same scenes with another key are
     added as a new pair (``if_exists="append"``), replace the old one (``"overwrite"``),
@@ -82,7 +83,7 @@ def _progress_bar(total: int, desc: str, enabled: bool):
                 dynamic_ncols=True, leave=True)
 
 
-def write_stage(out: Path, index: int, stage: str, arrays: dict[str, da.Array], client, *,
+def write_stage(out: str | Path, index: int, stage: str, arrays: dict[str, da.Array], client, *,
                 progress: bool = True) -> int:
     """Compute and write every not-yet-written block of one stage of one pair.
 
