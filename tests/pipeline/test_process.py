@@ -35,17 +35,20 @@ def _texture() -> np.ndarray:
         return src.read(1).astype(np.float64)
 
 
-def _shifted(dx: float, dy: float, gain: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def _shifted(dx: float, dy: float, gain: float = 1.0, size: tuple[int, int] = (H, W)
+             ) -> tuple[np.ndarray, np.ndarray]:
     tex = _texture()
-    pre = tex[16:16 + H, 16:16 + W]
-    rows, cols = np.mgrid[0:H, 0:W].astype(np.float64)
+    h, w = size
+    pre = tex[16:16 + h, 16:16 + w]
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
     post = ndimage.map_coordinates(tex, [rows + 16 - dy, cols + 16 - dx], order=3,
                                    mode="reflect")
     return pre, post * gain
 
 
 def _write(path: Path, array: np.ndarray, nodata=0) -> Path:
-    with rasterio.open(path, "w", driver="GTiff", width=W, height=H, count=1, dtype="uint16",
+    h, w = array.shape
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1, dtype="uint16",
                        crs="EPSG:32611", transform=T, nodata=nodata) as dst:
         dst.write(np.clip(np.rint(array), 0, 65535).astype(np.uint16), 1)
     return path
@@ -91,11 +94,14 @@ def test_pair_command_gives_a_planted_shift_in_metres_with_the_right_signs(pair_
     assert (np.maximum(ds.east_sigma.values, ds.north_sigma.values)[low] > 0.25 * RES).all()
 
 
-def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(shifted_pair, tmp_path):
+def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
     import signal
     import time
 
-    pre, post = shifted_pair
+    # 512 x 640 px in 64 px tiles: 80 blocks per stage, so the run is still going when the
+    # first block is done, however fast or busy the machine
+    a, b = _shifted(DX, DY, size=(512, 640))
+    pre, post = _write(tmp_path / "pre.tif", a), _write(tmp_path / "post.tif", b)
     args = [MICROFLOW, "pair", str(pre), str(post), "--out", str(tmp_path / "c.zarr"),
             "--tile", "64", "--halo", "16", "--workers", "1", "--no-quicklooks"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -107,6 +113,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(shifted_pair, tmp_path):
                 cube.done_blocks(tmp_path / "c.zarr", 0, "measure"):
             break
         time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
     t0 = time.monotonic()
     err = proc.communicate(timeout=60)[1]
