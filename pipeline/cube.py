@@ -35,6 +35,14 @@ and σ (``north_sigma`` last, always stored), ``finish`` writes ``east``, ``nort
 ``valid`` chunk that is absent reads as 0, so a crash never leaves a block that reads as
 data, and :func:`done_blocks` (the blocks whose stage marker chunk is stored) is what a
 rerun skips. ``complete`` stays 0 until :func:`set_complete` after the last block.
+
+Where it lives
+--------------
+``path`` is a local folder or an ``s3://bucket/prefix/cube.zarr`` URL; ``pipeline.store``
+turns it into a zarr store (``FsspecStore`` over s3fs, credentials and endpoint from the
+``AWS_*`` environment). The same rules hold on S3: a chunk is one PUT, so it is stored
+whole or not at all, and S3 lists and reads what was written (strong consistency), so a
+block's marker object is the last of its PUTs and :func:`done_blocks` lists them.
 """
 
 from __future__ import annotations
@@ -128,11 +136,13 @@ def _store(path: str | Path, mode: str = "r") -> Any:
 
 def _open_group(path: str | Path, mode: str = "r") -> zarr.Group:
     """The cube's root group, read from the arrays' own metadata (never the consolidated)."""
-    return zarr.open_group(_store(path, mode), mode=mode, use_consolidated=False)
+    return zarr.open_group(_store(path, mode), mode=mode, use_consolidated=False,
+                           zarr_format=3)
 
 
 def _open_array(path: str | Path, name: str, mode: str = "r") -> zarr.Array:
-    return zarr.open_array(_store(path, mode), path=name, mode=mode)
+    # zarr_format=3: no probing for v2 metadata (3 requests less per array on S3)
+    return zarr.open_array(_store(path, mode), path=name, mode=mode, zarr_format=3)
 
 
 def _consolidate(path: str | Path) -> None:
