@@ -105,8 +105,11 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
     args = [MICROFLOW, "pair", str(pre), str(post), "--out", str(tmp_path / "c.zarr"),
             "--tile", "64", "--halo", "16", "--workers", "1", "--no-quicklooks"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    # a terminal's child has SIGINT at its default; pytest's may have inherited it ignored
+    # from a fixture (an ignored SIGINT survives exec), so reset it in the child
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if cube.cube_exists(tmp_path / "c.zarr") and cube.pairs(tmp_path / "c.zarr") and \
