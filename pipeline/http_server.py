@@ -388,9 +388,10 @@ class RangeFileServer:
         return f"{self.url}/{quote(rel.as_posix())}"
 
     def items(self, items: list[dict]) -> list[dict]:
-        """STAC ``items`` (dicts) with every asset href, a local file under ``root``,
-        replaced by its URL on this server."""
-        return [{**item, "assets": {name: {**a, "href": self.href(a["href"])}
+        """STAC ``items`` (dicts) with every asset href, a local file under ``root``
+        (absolute, or relative to the current directory), replaced by its URL on this
+        server."""
+        return [{**item, "assets": {name: {**a, "href": self.href(Path(a["href"]).resolve())}
                                     for name, a in item["assets"].items()}}
                 for item in items]
 

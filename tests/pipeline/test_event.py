@@ -3,6 +3,7 @@ cleanly before any cube is written."""
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,10 +30,13 @@ def run_event(params, out):
     return search_pairs(params)
 
 
-def test_demo_runs_end_to_end_and_measures_the_rupture(tmp_path, client, capsys):
-    scores = run_demo(tmp_path, size=(256, 384), client=client)
+def test_demo_runs_end_to_end_and_measures_the_rupture(tmp_path, client, capsys,
+                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out, as `make demo` gives
+    scores = run_demo(Path("demo-output"), size=(256, 384), client=client)
     out = capsys.readouterr().out
     assert "cube:" in out and "EPE against the demo's known truth" in out
+    tmp_path = tmp_path / "demo-output"
     ds = xr.open_zarr(tmp_path / "demo.zarr", decode_coords="all")
     assert ds.rio.crs.to_epsg() == 32621
     assert ds.sizes["pair"] == 1 and set(ds.data_vars) >= {
