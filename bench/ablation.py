@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from model.correlator_start import correlator_starts
+from model.correlator_start import correlator_init
 from model.dataset import RANGE_NAMES, SampleSet
 from model.microflow import MicroFlow
 from model.precision import use_bf16
@@ -42,8 +42,7 @@ def flip_average(model: MicroFlow, pre: torch.Tensor, post: torch.Tensor) -> tor
 def correlator_started(model: MicroFlow, pre: torch.Tensor, post: torch.Tensor
                        ) -> torch.Tensor:
     """The model's last iterate from the correlator's field as ``df_0``."""
-    init = correlator_starts(pre[:, 0].float().numpy(), post[:, 0].float().numpy())
-    return model(pre, post, init=torch.from_numpy(init))[-1]
+    return model(pre, post, init=correlator_init(pre, post))[-1]
 
 
 def main(argv: list[str] | None = None) -> None:

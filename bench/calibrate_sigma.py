@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy import stats as sstats
 
-from model.correlator_start import correlator_starts
+from model.correlator_start import model_start
 from model.dataset import SampleSet
 from model.inference import get_model
 from model.normalize import normalize
@@ -37,11 +37,7 @@ def collect(model, samples: SampleSet, batch: int = 8, every: int = 3
     for i in range(0, len(samples), batch):
         a = torch.from_numpy(samples.pre[i:i + batch][:, None])
         b = torch.from_numpy(samples.post[i:i + batch][:, None])
-        init = None
-        if model.config.correlator_start:  # as at inference
-            init = torch.from_numpy(correlator_starts(samples.pre[i:i + batch],
-                                                      samples.post[i:i + batch]))
-        flows = model(a, b, init=init)
+        flows = model(a, b, init=model_start(model, a, b))  # as at inference
         f = sigma_features(normalize(a), normalize(b), flows[-1], flows[-2],
                            model.config.warp_mode)
         err = (flows[-1].float() - torch.from_numpy(samples.flow[i:i + batch])).abs()

@@ -15,6 +15,7 @@ interpolation.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from .correlator import CorrelatorConfig, frequency_correlate
@@ -58,3 +59,18 @@ def correlator_starts(pre: np.ndarray, post: np.ndarray,
                       config: CorrelatorConfig = START_CORRELATOR) -> np.ndarray:
     """:func:`correlator_start` of each pair of ``(B, H, W)`` stacks: ``(B, 2, H, W)``."""
     return np.stack([correlator_start(a, b, config) for a, b in zip(pre, post, strict=True)])
+
+
+def correlator_init(pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+    """:func:`correlator_start` of ``(B, 1, H, W)`` image tensors: ``(B, 2, H, W)`` float32
+    on their device, to pass as MicroFlow's ``init``."""
+    starts = correlator_starts(pre[:, 0].float().cpu().numpy(), post[:, 0].float().cpu().numpy())
+    return torch.from_numpy(starts).to(pre.device)
+
+
+def model_start(model: torch.nn.Module, pre: torch.Tensor, post: torch.Tensor
+                ) -> torch.Tensor | None:
+    """The ``init`` a model uses at inference for ``(B, 1, H, W)`` images: the
+    correlator's field if ``model.config.correlator_start``, else None (its own
+    coarse-to-fine or zero start)."""
+    return correlator_init(pre, post) if model.config.correlator_start else None

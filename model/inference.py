@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .correlator_start import correlator_starts
+from .correlator_start import model_start
 from .denoise import LogTVConfig, logtv_denoise, weights_from_sigma
 from .microflow import MicroFlow
 from .normalize import as_float_image, normalize, robust_stats
@@ -55,9 +55,7 @@ def predict_tiles(model: MicroFlow, pre_tiles: np.ndarray, post_tiles: np.ndarra
     pre = torch.from_numpy(np.ascontiguousarray(pre_tiles[:, None])).to(device)
     post = torch.from_numpy(np.ascontiguousarray(post_tiles[:, None])).to(device)
     t = [(torch.tensor(m, device=device), torch.tensor(s, device=device)) for m, s in stats]
-    init = None
-    if levels is None and model.config.correlator_start:
-        init = torch.from_numpy(correlator_starts(pre_tiles, post_tiles)).to(device)
+    init = model_start(model, pre, post) if levels is None else None
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
         flows = model(pre, post, stats=(t[0], t[1]), levels=levels, init=init)
     flow = flows[-1].float()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .config import get_config
-from .correlator_start import correlator_starts
+from .correlator_start import correlator_starts, model_start
 from .dataset import RANGE_NAMES, SampleSet, augment_batch
 from .losses import sequence_loss
 from .metrics import epe
@@ -64,12 +64,7 @@ def started_prediction(model: MicroFlow, pre: torch.Tensor, post: torch.Tensor
                        ) -> torch.Tensor:
     """The last iterate ``(B, 2, H, W)`` px from the model's own start, as at inference:
     the correlator's field if ``model.config.correlator_start``, else coarse-to-fine."""
-    init = None
-    if model.config.correlator_start:
-        init = torch.from_numpy(correlator_starts(pre[:, 0].float().cpu().numpy(),
-                                                  post[:, 0].float().cpu().numpy()))
-        init = init.to(pre.device)
-    return model(pre, post, init=init)[-1]
+    return model(pre, post, init=model_start(model, pre, post))[-1]
 
 
 def evaluate(model: MicroFlow, val: SampleSet, device: torch.device, bf16: bool,
