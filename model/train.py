@@ -20,7 +20,7 @@ import torch
 
 from .config import get_config
 from .correlator_start import correlator_starts, model_start
-from .dataset import RANGE_NAMES, SampleSet, augment_batch
+from .dataset import RANGE_NAMES, SampleSet, augment_batch, loss_weights
 from .losses import sequence_loss
 from .metrics import epe
 from .microflow import MicroFlow
@@ -49,6 +49,7 @@ class TrainConfig:
     pyramid_levels: int | None = None  # set the model's coarse-to-fine levels (None: keep)
     pyramid_fraction: float = 0.5  # share of batches trained from the coarse-to-fine df_0
     correlator_fraction: float = 0.0  # share trained from the correlator's field as df_0
+    fault_weight: float = 0.0  # extra L1 weight within 3 px of the fault trace (0: none)
     extra: dict = field(default_factory=dict)
 
 
@@ -140,6 +141,7 @@ def train(cfg: TrainConfig, train_set: SampleSet, val_set: SampleSet, out_dir: s
     if cfg.correlator_fraction > 0:  # once per run: ~10 ms per 160² pair
         log.info("correlator starts for %d training pairs", len(train_set))
         starts = correlator_starts(train_set.pre, train_set.post)
+    pixel_weights = loss_weights(train_set, cfg.fault_weight)
     t0 = time.monotonic()
     start_step = state["step"]
     step = start_step
@@ -189,7 +191,7 @@ def train(cfg: TrainConfig, train_set: SampleSet, val_set: SampleSet, out_dir: s
         if use_corr:
             fields = np.concatenate([fields, starts[idx]], axis=1)
         a, b, f, v = augment_batch(train_set.pre[idx], train_set.post[idx], fields,
-                                   train_set.valid[idx], cfg.crop, rng)
+                                   pixel_weights[idx], cfg.crop, rng)
         init = torch.from_numpy(f[:, 2:]).to(dev) if use_corr else None
         f = f[:, :2]
         a_t = torch.from_numpy(a[:, None]).to(dev).contiguous(memory_format=torch.channels_last)

