@@ -3,7 +3,7 @@
 The correlator (window 32, step 8) is the better of the two on large displacements and
 under strong temporal change, where its 32 px windows average over many changed pixels;
 MicroFlow is better on small ones and at the fault. Starting MicroFlow's refinement from
-the correlator's field, interpolated to every pixel, leaves the network residuals to
+the correlator's field (window 32, step 16: :data:`START_CORRELATOR`), interpolated to every pixel, leaves the network residuals to
 refine and the step the correlator smears to sharpen (issue 11).
 
 Windows the correlator could not measure, or measured with a low SNR, are filled from
@@ -20,7 +20,10 @@ from scipy import ndimage
 
 from .correlator import CorrelatorConfig, frequency_correlate
 
-START_CORRELATOR = CorrelatorConfig(window=32, step=8, workers=1)
+START_CORRELATOR = CorrelatorConfig(window=32, step=16, workers=1)
+"""Step 16, not the benchmark correlator's 8: 3.3x faster on 1024², and the shipped
+step-14,750 model refined its smoother field better (128 validation pairs of the realistic
+mix: 0.225 against 0.263 px EPE, lower in every range)."""
 MIN_SNR = 0.2
 """Windows with a lower SNR (0–1) are filled from their neighbours."""
 

@@ -88,7 +88,8 @@ class MicroFlow(nn.Module):
             else:
                 with torch.autocast(device_type=pre.device.type, enabled=False):
                     warped = warp(post_n.float(), src.float(), mode=self.config.warp_mode)
-            inc = self.backbone(i)(torch.cat([pre_n, warped.to(pre_n.dtype)], dim=1))
+            x = torch.cat([pre_n, warped.to(pre_n.dtype)], dim=1)
+            inc = self.backbone(i)(x.contiguous(memory_format=torch.channels_last))
             flow = src + inc.float()
             flows.append(flow[..., :h, :w])
         return flows

@@ -42,9 +42,11 @@ _VAR_FLOOR = 1e-4  # normalised units²: flat windows get NCC ~ 0, not a divisio
 
 
 def _box(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Mean over ``k × k`` windows, same size (replicated border)."""
+    """Mean over ``k × k`` windows, same size (replicated border); separable, 2k not k²
+    operations per pixel."""
     p = k // 2
-    return F.avg_pool2d(F.pad(x, (p, p, p, p), mode="replicate"), k, stride=1)
+    x = F.pad(x, (p, p, p, p), mode="replicate")
+    return F.avg_pool2d(F.avg_pool2d(x, (1, k), stride=1), (k, 1), stride=1)
 
 
 def _one_minus_ncc(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
