@@ -1,10 +1,10 @@
 """A starting field ``df_0`` for MicroFlow from the frequency correlator.
 
-The correlator (window 32, step 8) is the better of the two on large displacements and
-under strong temporal change, where its 32 px windows average over many changed pixels;
-MicroFlow is better on small ones and at the fault. Starting MicroFlow's refinement from
-the correlator's field (window 32, step 16: :data:`START_CORRELATOR`), interpolated to every pixel, leaves the network residuals to
-refine and the step the correlator smears to sharpen (issue 11).
+The correlator is the better of the two on large displacements and under strong temporal
+change, where its 32 px windows average over many changed pixels; MicroFlow is better on
+small ones and at the fault. Starting MicroFlow's refinement from the correlator's field
+(window 32, step 16: :data:`START_CORRELATOR`), interpolated to every pixel, leaves the
+network residuals to refine and the step the correlator smears to sharpen (issue 11).
 
 Windows the correlator could not measure, or measured with a low SNR, are filled from
 their neighbours (normalised convolution, then the median of the measured windows), and a
