@@ -14,6 +14,8 @@ interpolation.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -67,7 +69,9 @@ def correlator_starts(pre: np.ndarray, post: np.ndarray,
 def correlator_init(pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
     """:func:`correlator_start` of ``(B, 1, H, W)`` image tensors: ``(B, 2, H, W)`` float32
     on their device, to pass as MicroFlow's ``init``."""
-    starts = correlator_starts(pre[:, 0].float().cpu().numpy(), post[:, 0].float().cpu().numpy())
+    config = replace(START_CORRELATOR, workers=torch.get_num_threads())
+    starts = correlator_starts(pre[:, 0].float().cpu().numpy(),
+                               post[:, 0].float().cpu().numpy(), config)
     return torch.from_numpy(starts).to(pre.device)
 
 

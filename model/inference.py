@@ -13,7 +13,7 @@ from .microflow import MicroFlow
 from .normalize import as_float_image, normalize, robust_stats
 from .precision import use_bf16
 from .registry import load_model
-from .tiling import Mosaic, Tile, tile_grid
+from .tiling import DEFAULT_HALO, DEFAULT_TILE, Mosaic, Tile, tile_grid
 from .uncertainty import sigma_features
 
 _MODEL_CACHE: dict[tuple[str, str], MicroFlow] = {}
@@ -73,8 +73,8 @@ def infer_mosaic(
     pre: np.ndarray,
     post: np.ndarray,
     stats: tuple[tuple[float, float], tuple[float, float]],
-    tile: int = 512,
-    halo: int = 64,
+    tile: int = DEFAULT_TILE,
+    halo: int = DEFAULT_HALO,
     batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
     levels: int | None = None,
@@ -114,8 +114,8 @@ def estimate_displacement(
     denoise: bool = True,
     weights: str | None = None,
     device: str | torch.device | None = None,
-    tile: int = 512,
-    halo: int = 64,
+    tile: int = DEFAULT_TILE,
+    halo: int = DEFAULT_HALO,
     batch_size: int = 1,
     nodata: float | None = None,
     denoise_config: LogTVConfig | None = None,

@@ -24,6 +24,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
 
+from model.tiling import DEFAULT_HALO, DEFAULT_TILE
+
 from .plan import SearchParams
 from .store import check_location, is_remote
 
@@ -66,8 +68,8 @@ class TilingConfig:
     tiles per forward pass (tiles of a task).
     """
 
-    tile: int = 512
-    halo: int = 64
+    tile: int = DEFAULT_TILE
+    halo: int = DEFAULT_HALO
     batch_size: int = 1
 
     def __post_init__(self) -> None:
