@@ -1,4 +1,5 @@
-"""The Dask client a run uses: an existing scheduler, or a local cluster of processes."""
+"""The Dask client a run uses: an existing scheduler, or a local cluster: threads in this
+process for a small scene, worker processes for a large one."""
 
 from __future__ import annotations
 
@@ -10,11 +11,18 @@ from .config import ClusterConfig
 
 log = logging.getLogger(__name__)
 
+IN_PROCESS_MAX_PX = 2048 * 2048
+"""Scenes up to this many pixels run on ``workers`` threads in the driver's process: no
+worker processes to start, torch imported and the model loaded once. Larger ones get
+worker processes, which keep a crashed block from taking the driver down."""
+
 
 @contextmanager
-def dask_client(cfg: ClusterConfig, client=None) -> Iterator:
+def dask_client(cfg: ClusterConfig, client=None, pixels: int | None = None) -> Iterator:
     """``client`` if given; else a ``distributed.Client`` to ``cfg.dask_address``, or to a
-    new ``LocalCluster`` of ``cfg.workers`` single-threaded processes (closed on exit)."""
+    new ``LocalCluster`` (closed on exit): ``cfg.workers`` threads in this process when
+    the scene has at most :data:`IN_PROCESS_MAX_PX` ``pixels``, else ``cfg.workers``
+    single-threaded processes."""
     from distributed import Client, LocalCluster
 
     if client is not None:
@@ -34,11 +42,32 @@ def dask_client(cfg: ClusterConfig, client=None) -> Iterator:
     # (with its traceback) only with debug logging (microflow -v)
     quiet = logging.CRITICAL if not logging.getLogger().isEnabledFor(logging.DEBUG) \
         else logging.WARNING
+    # ":0": any free port for the scheduler's HTTP routes (no dashboard without bokeh),
+    # instead of a warning whenever another cluster holds 8787
+    if pixels is not None and pixels <= IN_PROCESS_MAX_PX:
+        log.debug("%d px: %d threads in this process", pixels, cfg.workers)
+        cluster = LocalCluster(n_workers=1, threads_per_worker=cfg.workers, processes=False,
+                               dashboard_address=":0", silence_logs=quiet)
+        with cluster, Client(cluster) as c, _logger_level("distributed.worker", quiet):
+            yield c
+        return
     with _ignoring_sigint():  # worker processes inherit it: Ctrl-C is the driver's to handle
         cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=quiet)
+                               dashboard_address=":0", silence_logs=quiet)
     with cluster, Client(cluster) as c:
         yield c
+
+
+@contextmanager
+def _logger_level(name: str, level: int) -> Iterator[None]:
+    """``name``'s logger at ``level`` at least, for the block (restored after)."""
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.setLevel(max(level, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
 
 
 @contextmanager

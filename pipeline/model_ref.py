@@ -10,10 +10,12 @@ not the one the driver recorded.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 _CACHE: dict[tuple[str, str], object] = {}
+_LOCK = threading.Lock()
 SHIPPED = Path(__file__).resolve().parent.parent / "model" / "weights"
 """Where ``model.registry`` keeps the shipped weights (found here without importing torch)."""
 
@@ -92,9 +94,14 @@ def _config_of(path: Path) -> dict:
 def worker_model(ref: ModelRef, device):
     """The model of ``ref`` on ``device``, loaded once per process; the file's sha256 is
     checked against ``ref`` (RuntimeError if it differs)."""
+    key = (ref.sha256 if ref.path else ref.name, str(device))
+    with _LOCK:  # worker threads of one process load it once
+        return _load_once(key, ref, device)
+
+
+def _load_once(key: tuple[str, str], ref: ModelRef, device):
     from model.registry import load_model, resolve_weights
 
-    key = (ref.sha256 if ref.path else ref.name, str(device))
     if key not in _CACHE:
         if ref.path is None:
             model = load_model(ref.name, device=device)

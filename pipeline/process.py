@@ -155,7 +155,7 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
                       chunk=cfg.tiling.tile)
     stats = scene_stats(pair)
     xres, yres = pixel_size(pair)
-    with dask_client(cfg.cluster, client) as c:
+    with dask_client(cfg.cluster, client, pixels=pair.sizes["y"] * pair.sizes["x"]) as c:
         gpu = workers_have_gpus(c)
         device = cfg.model.device or ("cuda" if gpu else "cpu")
         model = resolve_model(cfg.model.weights, device.split(":")[0])
