@@ -18,6 +18,8 @@ Conventions (DESIGN.md): ``post(row + dy, col + dx) ≈ pre(row, col)``;
 
 from __future__ import annotations
 
+import math
+
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -156,14 +158,28 @@ def finish_graph(pair: xr.Dataset, stored: xr.Dataset, ramp, cfg: RunConfig
                            cfg.tiling.tile)
 
 
-def fit_ramp(stored: xr.Dataset, mode: str, xres: float, yres: float, step: int = 4):
+RAMP_MAX_SAMPLES = 1024 * 1024
+"""The ramp is fitted on at most this many pixels per component (a decimated read), so the
+driver's memory does not grow with the scene (the fit's float64 work arrays are ~30× it)."""
+
+
+def ramp_step(height: int, width: int) -> int:
+    """Decimation of the ramp fit's read: 4, or more so that at most
+    :data:`RAMP_MAX_SAMPLES` pixels are read."""
+    return max(4, math.ceil(math.sqrt(height * width / RAMP_MAX_SAMPLES)))
+
+
+def fit_ramp(stored: xr.Dataset, mode: str, xres: float, yres: float,
+             step: int | None = None):
     """The co-registration ramp of a pair's stored raw field (``model.ramp.fit_ramp`` on a
-    ``step``-decimated read, weighted by 1/σ² where σ is known); None for ``keep``."""
+    ``step``-decimated read, default :func:`ramp_step`, weighted by 1/σ² where σ is
+    known); None for ``keep``."""
     from model.ramp import fit_ramp as fit
 
     if mode == "keep":
         return None
     raw, sigma = stored_field(stored, xres, yres)
+    step = step or ramp_step(*raw.shape[1:])
     raw, sigma = da.compute(raw[:, ::step, ::step], sigma[:, ::step, ::step])
     weights = None
     if np.isfinite(sigma).any():

@@ -5,6 +5,8 @@ A block is one tile (tile = Dask chunk = cube chunk) run with a halo of its neig
 not show.
 """
 
+import math
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from model.synthetic import make_pair
 from pipeline.config import ConfidenceConfig, OutputConfig, RunConfig, TilingConfig
 from pipeline.demo import TEXTURE
 from pipeline.denoise import denoise_chunked
-from pipeline.graph import measure_graph
+from pipeline.graph import RAMP_MAX_SAMPLES, measure_graph, ramp_step
 from pipeline.model_ref import resolve_model
 
 N = 512
@@ -112,3 +114,10 @@ def test_chunked_weighted_denoise_matches_the_whole_mosaic(pair_512):
     diff = np.abs(chunked - whole)
     print(f"weighted chunked vs whole: rms {np.sqrt(np.mean(diff**2)):.4f}, max {diff.max():.3f}")
     assert np.sqrt(np.mean(diff**2)) < 0.01 and diff.max() < 0.1, (diff.max(),)
+
+
+@pytest.mark.parametrize("side", [512, 1024, 4096, 8192, 10980, 40000])
+def test_the_ramp_read_is_bounded_whatever_the_scene_size(side):
+    step = ramp_step(side, side)
+    assert step >= 4
+    assert math.ceil(side / step) ** 2 <= RAMP_MAX_SAMPLES * 1.01
