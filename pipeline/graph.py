@@ -132,19 +132,22 @@ def stored_field(stored: xr.Dataset, xres: float, yres: float) -> tuple[da.Array
     return raw, sigma
 
 
-def finish_graph(pair: xr.Dataset, stored: xr.Dataset, ramp, cfg: RunConfig
-                 ) -> dict[str, da.Array]:
+def finish_graph(pair: xr.Dataset, stored: xr.Dataset, ramp, cfg: RunConfig,
+                 gpu: bool = False) -> dict[str, da.Array]:
     """Lazy ``east``, ``north`` ``(H, W)`` float32 m and ``valid`` uint8 of one pair.
 
     ``stored``: the pair's ``east_raw``… as written by the measure stage (lazy, chunked
-    ``(tile, tile)``); ``ramp``: a ``model.ramp.Ramp`` (px, scene pixel indices) or None.
+    ``(tile, tile)``); ``ramp``: a ``model.ramp.Ramp`` (px, scene pixel indices) or None;
+    ``gpu`` annotates the log-TV tasks for GPU workers (log-TV runs on the worker's GPU).
     """
     xres, yres = pixel_size(pair)
     raw, sigma = stored_field(stored, xres, yres)
     codes = _flags(_input_codes(pair, cfg), raw, sigma, cfg.confidence.max_sigma)
     measured = codes == MEASURED
     raw = da.where(measured[None], raw, np.float32(np.nan))
-    den = denoise_chunked(da.concatenate([raw, sigma]), cfg.denoise.logtv(), cfg.denoise.halo)
+    den = denoise_chunked(da.concatenate([raw, sigma]), cfg.denoise.logtv(), cfg.denoise.halo,
+                          gpu=gpu, device=cfg.model.device,
+                          torch_threads=cfg.model.torch_threads)
     if ramp is not None:
         def minus_ramp(block, block_info=None):
             _, (r0, r1), (c0, c1) = block_info[None]["array-location"]

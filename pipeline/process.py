@@ -181,7 +181,7 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
             "ramp_removed": ramp is not None,
             "ramp_fit": ramp.as_dict(xres, yres) if ramp is not None else {"mode": "keep",
                                                                       "why": why}})
-        n += write_stage(out, index, "finish", finish_graph(pair, stored, ramp, cfg), c,
+        n += write_stage(out, index, "finish", finish_graph(pair, stored, ramp, cfg, gpu), c,
                          progress=progress)
         cube.set_complete(out, index)
         log_worker_memory(c)

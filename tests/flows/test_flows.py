@@ -94,8 +94,8 @@ class Cluster:
                 p.kill()
 
 
-def test_external_scheduler_runs_inference_on_the_gpu_worker(demo, reference, tmp_path,
-                                                             prefect_api):
+def test_external_scheduler_runs_inference_and_log_tv_on_the_gpu_worker(
+        demo, reference, tmp_path, prefect_api):
     from distributed import get_task_stream
 
     from flows.earthquake_response import earthquake_response
@@ -106,9 +106,10 @@ def test_external_scheduler_runs_inference_on_the_gpu_worker(demo, reference, tm
         out = tmp_path / "ext.zarr"
         with get_task_stream(cluster.client) as ts:
             earthquake_response(**_flow_kwargs(demo, out, dask_address=cluster.address))
-        infer = [t for t in ts.data if "microflow-infer" in str(t["key"])]
-        assert infer, "no inference task seen"
-        assert {t["worker"] for t in infer} == {names["w0"]}
+        for stage in ("microflow-infer", "logtv-denoise"):  # the model and log-TV
+            tasks = [t for t in ts.data if stage in str(t["key"])]
+            assert tasks, f"no {stage} task seen"
+            assert {t["worker"] for t in tasks} == {names["w0"]}, stage
     finally:
         cluster.close()
     xr.testing.assert_identical(_data(out), _data(reference))
