@@ -107,7 +107,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace) -> dict:
     """The processing options as ``RunConfig.from_flat`` settings (None = default)."""
-    names = ("tile", "halo", "batch_size", "weights", "device", "lam", "eps", "denoise_halo",
+    names = ("tile", "halo", "batch_size", "weights", "device", "flip_average", "lam", "eps",
+             "denoise_halo",
              "max_sigma", "edge_margin", "ramp", "nodata", "zero_is_nodata", "dask_address",
              "workers", "quicklook_dir")
     flat = {n: getattr(args, n, None) for n in names}
@@ -202,6 +203,9 @@ def _add_processing_args(p: argparse.ArgumentParser, nodata: bool = True) -> Non
     g.add_argument("--weights", help="shipped model name, .safetensors path or "
                    "untrained:<config> (default: best shipped for the workers' device)")
     g.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda where a worker has it)")
+    g.add_argument("--flip-average", action="store_true", default=None,
+                   help="average the model over the four left-right/up-down flips of each "
+                        "tile: 4x the model's time, lower error (most near faults)")
     g.add_argument("--lambda", dest="lam", type=float, metavar="PX2",
                    help="log-TV λ: strength of the denoising, px² (default: "
                         "model.denoise.LogTVConfig.lam)")

@@ -78,6 +78,7 @@ def earthquake_response(
     batch_size: int | None = None,
     weights: str | None = None,
     device: str | None = None,
+    flip_average: bool | None = None,
     lam: float | None = None,
     eps: float | None = None,
     denoise_halo: int | None = None,
@@ -108,6 +109,7 @@ def earthquake_response(
         if_exists: ``resume`` (default), ``append`` or ``overwrite`` for a pair whose
             inputs or settings changed.
         weights: shipped model name or ``.safetensors`` path (default: best shipped).
+        flip_average: average the model over the four flips of each tile (4x the time).
         dask_address: ``tcp://host:port`` of an existing scheduler (default: local).
         workers: local cluster size when no address is given.
         quicklook_dir: local folder for the PNGs (default: beside a local cube, the
@@ -123,7 +125,8 @@ def earthquake_response(
         out=out, event_time=event_time, stac_url=stac_url, collection=collection,
         bands=tuple(assets) if assets else None, bbox=bbox, point=point, radius_km=radius_km,
         days_before=days_before, days_after=days_after, max_cloud=max_cloud, tile=tile,
-        halo=halo, batch_size=batch_size, weights=weights, device=device, lam=lam, eps=eps,
+        halo=halo, batch_size=batch_size, weights=weights, device=device,
+        flip_average=flip_average, lam=lam, eps=eps,
         denoise_halo=denoise_halo, max_sigma=max_sigma, edge_margin=edge_margin, ramp=ramp,
         if_exists=if_exists, dask_address=dask_address, workers=workers,
         quicklooks=quicklooks, quicklook_dir=quicklook_dir)

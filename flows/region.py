@@ -54,6 +54,7 @@ def region(
     batch_size: int | None = None,
     weights: str | None = None,
     device: str | None = None,
+    flip_average: bool | None = None,
     lam: float | None = None,
     eps: float | None = None,
     denoise_halo: int | None = None,
@@ -85,7 +86,8 @@ def region(
         raise ValueError("events must be a non-empty list with unique, path-safe 'name's")
     shared = dict(stac_url=stac_url, collection=collection, days_before=days_before,
                   days_after=days_after, max_cloud=max_cloud, tile=tile, halo=halo,
-                  batch_size=batch_size, weights=weights, device=device, lam=lam, eps=eps,
+                  batch_size=batch_size, weights=weights, device=device,
+                  flip_average=flip_average, lam=lam, eps=eps,
                   denoise_halo=denoise_halo, max_sigma=max_sigma, edge_margin=edge_margin,
                   ramp=ramp, if_exists=if_exists, dask_address=dask_address, workers=workers,
                   quicklook_dir=quicklook_dir)

@@ -84,11 +84,14 @@ class TilingConfig:
 class ModelConfig:
     """Which model, where. ``weights``: a shipped name, a ``.safetensors`` path, or
     ``untrained:<config>``; None = the best shipped model for the workers' device.
-    ``device``: ``cpu``, ``cuda`` or ``cuda:N``; None = CUDA where a worker has it."""
+    ``device``: ``cpu``, ``cuda`` or ``cuda:N``; None = CUDA where a worker has it.
+    ``flip_average``: average the model over the four flips of each tile (4x the time;
+    ``model.inference.predict_tiles``)."""
 
     weights: str | None = None
     device: str | None = None
     torch_threads: int = 1
+    flip_average: bool = False
 
     def __post_init__(self) -> None:
         if self.device is not None:
@@ -277,6 +280,7 @@ class RunConfig:
         "batch_size": ("tiling", "batch_size"),
         "weights": ("model", "weights"), "device": ("model", "device"),
         "torch_threads": ("model", "torch_threads"),
+        "flip_average": ("model", "flip_average"),
         "bands": ("input", "bands"), "nodata": ("input", "nodata"),
         "zero_is_nodata": ("input", "zero_is_nodata"),
         "lam": ("denoise", "lam"), "eps": ("denoise", "eps"),
@@ -346,6 +350,7 @@ class RunConfig:
         attrs: dict[str, Any] = {
             "tile_core_px": self.tiling.tile, "chunk_px": self.tiling.tile,
             "halo_px": self.tiling.halo, "batch_size": self.tiling.batch_size,
+            "flip_average": self.model.flip_average,
             "logtv_lambda": self.denoise.lam, "logtv_epsilon": self.denoise.eps,
             "logtv_outer_iters": self.denoise.outer_iters,
             "logtv_inner_iters": self.denoise.inner_iters,
@@ -366,6 +371,7 @@ class RunConfig:
         """The settings that change the numbers in the cube (part of a pair's identity)."""
         return {
             "tile": self.tiling.tile, "halo": self.tiling.halo,
+            "flip_average": self.model.flip_average,
             "bands": [str(b) for b in self.input.bands], "nodata": self.input.nodata,
             "zero_is_nodata": self.input.zero_is_nodata,
             "denoise": {f.name: getattr(self.denoise, f.name) for f in fields(self.denoise)},

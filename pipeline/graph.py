@@ -105,7 +105,7 @@ def measure_graph(pair: xr.Dataset, stats: Stats, cfg: RunConfig, model: ModelRe
     field = with_halo(infer_block, images, t.halo, out_channels=4, name="microflow-infer",
                       gpu=gpu, n_bands=pair.sizes["band"], stats=stats, model=model,
                       device=cfg.model.device, torch_threads=cfg.model.torch_threads,
-                      batch_size=t.batch_size)
+                      batch_size=t.batch_size, flip_average=cfg.model.flip_average)
     raw, sigma = field[:2], field[2:]
     codes = _flags(_input_codes(pair, cfg), raw, sigma, cfg.confidence.max_sigma)
     measured = codes == MEASURED

@@ -23,13 +23,15 @@ def workers_have_gpus(client) -> bool:
 
 
 def infer_block(stack: np.ndarray, *, n_bands: int, stats: tuple, model: ModelRef,
-                device: str | None, torch_threads: int, batch_size: int) -> np.ndarray:
+                device: str | None, torch_threads: int, batch_size: int,
+                flip_average: bool = False) -> np.ndarray:
     """``(4, h, w)`` float32 ``(dx, dy, σx, σy)`` in px of one block.
 
     Args:
         stack: ``(2·n_bands, h, w)``: the pre bands then the post bands (NaN = missing).
         stats: per band ``((pre_mean, pre_std), (post_mean, post_std))``, scene-wide.
         model: the run's resolved model. device: None = CUDA if the worker has it.
+        flip_average: average the model over the four flips of the block.
 
     Several bands are estimated one by one and combined by ``model.bands.combine_bands``
     (their disagreement feeds σ).
@@ -51,7 +53,8 @@ def infer_block(stack: np.ndarray, *, n_bands: int, stats: tuple, model: ModelRe
             sigmas.append(np.full((2, h, w), np.nan, np.float32))
             continue
         size = max(h, w)  # one tile: the whole block with its halo
-        out = infer_mosaic(net, pre, post, stats[b], size, 0, batch_size, sigma=True)
+        out = infer_mosaic(net, pre, post, stats[b], size, 0, batch_size, sigma=True,
+                           flips=flip_average)
         flows.append(out[:2])
         sigmas.append(out[2:])
     if n_bands == 1:

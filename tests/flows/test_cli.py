@@ -62,7 +62,8 @@ def test_every_knob_is_exposed_with_help():
                     .format_help().split())
     for option in ("--band", "--tile", "--halo", "--lambda", "--epsilon", "--denoise-halo",
                    "--max-sigma", "--edge-margin", "--ramp", "--nodata", "--zero-is-nodata",
-                   "--append", "--overwrite", "--weights", "--device", "--dask-address"):
+                   "--append", "--overwrite", "--weights", "--device", "--flip-average",
+                   "--dask-address"):
         assert option in text, option
 
 

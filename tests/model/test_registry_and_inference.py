@@ -59,3 +59,25 @@ def test_bad_inputs_raise_clear_errors(rng):
         estimate_displacement(a[None], a[None], weights="untrained:tiny")
     with pytest.raises(TypeError, match="real numeric"):
         estimate_displacement(a.astype(complex), a, weights="untrained:tiny")
+
+
+def test_the_flip_average_is_equivariant_to_flips_and_closer_than_one_pass(texture):
+    from model.metrics import epe
+    from model.synthetic import make_pair
+
+    kw = dict(denoise=False, device="cpu")
+    errs = {"one": [], "avg": []}
+    for seed, rng_name in enumerate(["small", "large", "small", "very_small"]):
+        p = make_pair(texture.astype(np.float32), np.random.default_rng(seed), (128, 128),
+                      rng_name, temporal_change=True)
+        avg = estimate_displacement(p.pre, p.post, flip_average=True, **kw)
+        one = estimate_displacement(p.pre, p.post, **kw)
+        errs["avg"].append(epe(avg, p.flow, p.valid))
+        errs["one"].append(epe(one, p.flow, p.valid))
+        if seed == 0:
+            mirrored = estimate_displacement(p.pre[:, ::-1], p.post[:, ::-1],
+                                             flip_average=True, **kw)
+            back = mirrored[:, :, ::-1] * np.array([-1, 1], np.float32)[:, None, None]
+            np.testing.assert_allclose(back, avg, atol=1e-5)  # the same four runs
+            assert not np.allclose(one, avg, atol=1e-3)
+    assert np.mean(errs["avg"]) < np.mean(errs["one"])

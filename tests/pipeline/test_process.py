@@ -139,6 +139,7 @@ def test_provenance_records_the_values_actually_used(pair_cube):
         assert attrs["tile_core_px"] == 128 and attrs["halo_px"] == 32
         assert attrs["logtv_lambda"] == 0.05 and attrs["logtv_halo_px"] == 24
         assert attrs["ramp"] == "keep" and attrs["band"] == "band 1"
+        assert attrs["flip_average"] is False
     assert prov["ramp_removed"] is False
     assert int(ds.complete.values[0]) == 1
     assert len(str(ds.pair_key.values[0])) == 64
@@ -183,6 +184,19 @@ def client():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as c:
         yield c
+
+
+def test_the_flip_average_measures_the_shift_and_is_a_setting_of_its_own(shifted_pair,
+                                                                          tmp_path, client):
+    out = tmp_path / "c.zarr"
+    pre, post = shifted_pair
+    cfg = _cfg(out, flip_average=True)
+    assert cfg.numbers_key() != _cfg(out).numbers_key()  # another pair identity
+    process_pair(geotiff_source(pre, post, cfg), cfg, client=client, progress=False)
+    ds = cube.open_cube(out).isel(pair=0)
+    assert cube.pair_provenance(cube.open_cube(out), 0)["flip_average"] is True
+    assert abs(float(np.nanmedian(ds.east.values)) - EAST) < 0.02 * EAST
+    assert abs(float(np.nanmedian(ds.north.values)) - NORTH) < 0.02 * NORTH
 
 
 def test_append_adds_a_pair_and_overwrite_replaces_it(shifted_pair, tmp_path, client):
