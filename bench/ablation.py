@@ -19,24 +19,11 @@ import torch
 
 from model.correlator_start import correlator_init
 from model.dataset import RANGE_NAMES, SampleSet
+from model.inference import flip_average
 from model.microflow import MicroFlow
 from model.precision import use_bf16
 from model.registry import load_model
 from model.train import evaluate
-
-
-def flip_average(model: MicroFlow, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
-    """Mean field over the 4 flips of the pair, each flipped back and sign-corrected."""
-    out = []
-    for fy in (False, True):
-        for fx in (False, True):
-            dims = [d for d, f in ((2, fy), (3, fx)) if f]
-            a, b = (pre.flip(dims), post.flip(dims)) if dims else (pre, post)
-            f = model(a, b)[-1].float()
-            f = f.flip(dims) if dims else f
-            sign = torch.tensor([-1.0 if fx else 1.0, -1.0 if fy else 1.0]).view(1, 2, 1, 1)
-            out.append(f * sign.to(f.device))
-    return torch.stack(out).mean(0)
 
 
 def correlator_started(model: MicroFlow, pre: torch.Tensor, post: torch.Tensor
@@ -62,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
         "single scale": (lambda a, b: model(a, b, levels=0)[-1], bf16),
         f"{levels + 1} pyramid levels": (lambda a, b: model(a, b, levels=levels + 1)[-1], bf16),
         "5 iterations": (lambda a, b: model(a, b, iterations=5)[-1], bf16),
-        "4-flip average": (lambda a, b: flip_average(model, a, b), bf16),
+        "4-flip average": (lambda a, b: flip_average(lambda x, y: model(x, y)[-1], a, b),
+                           bf16),
         "correlator start": (lambda a, b: correlator_started(model, a, b), bf16),
         "fp32": (lambda a, b: model(a, b)[-1], False),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ log = logging.getLogger(__name__)
 
 
 SINGLE_SCALE = "microflow-1scale"  # ablation row: the same weights without coarse-to-fine
+FLIPS = "microflow-4flips"  # the same weights averaged over the four flips (--flip-average)
 
 
 def make_pairs(kind: str, n_per_group: int, size: int, seed: int) -> list:
@@ -87,23 +89,27 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
     corr_cfg = CorrelatorConfig()
     logtv = LogTVConfig()
     model = get_model(weights, torch.device("cpu"))
-    sigma: dict[str, np.ndarray] = {}  # σ of the pair just measured, for its log-TV
+    sigma: dict[str, np.ndarray] = {}  # σ of the pair just measured, per method
 
-    def microflow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        flow, sigma["last"] = estimate_displacement(a, b, denoise=False, weights=weights,
-                                                    return_sigma=True)
-        return flow
+    def microflow(name: str, flips: bool) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        def run(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            flow, sigma[name] = estimate_displacement(a, b, denoise=False, weights=weights,
+                                                      return_sigma=True, flip_average=flips)
+            return flow
+        return run
 
-    def weighted_logtv(flow: np.ndarray) -> np.ndarray:  # as the pipeline does
-        return logtv_denoise(flow, logtv, weights=weights_from_sigma(sigma["last"]),
-                             weights_reference=1.0)
+    def weighted_logtv(name: str) -> Callable[[np.ndarray], np.ndarray]:  # as the pipeline
+        return lambda flow: logtv_denoise(flow, logtv, weights=weights_from_sigma(sigma[name]),
+                                          weights_reference=1.0)
 
     methods = {
-        "microflow": microflow,
+        "microflow": microflow("microflow", False),
+        FLIPS: microflow(FLIPS, True),
         "correlator": lambda a, b: frequency_correlate(a, b, corr_cfg).to_dense(a.shape),
     }
-    derived = {"microflow+logtv": ("microflow", weighted_logtv)}
-    names = ["microflow", "microflow+logtv", "correlator"]
+    derived = {"microflow+logtv": ("microflow", weighted_logtv("microflow")),
+               f"{FLIPS}+logtv": (FLIPS, weighted_logtv(FLIPS))}
+    names = ["microflow", "microflow+logtv", FLIPS, f"{FLIPS}+logtv", "correlator"]
     if model.config.pyramid_levels:  # ablation: the same weights without coarse-to-fine
         methods[SINGLE_SCALE] = lambda a, b: estimate_displacement(
             a, b, denoise=False, weights=weights, levels=0)

@@ -37,13 +37,31 @@ FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 """The flips of :func:`predict_tiles`'s ``flips`` average: none, left-right, up-down, both."""
 
 
-def _flip_field(field: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """A ``(B, 2, H, W)`` field of flipped images, back in the unflipped frame: flipped
-    back, ``dx`` negated for a left-right flip and ``dy`` for an up-down one."""
+def _unflip(fields: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``(B, 2k, H, W)`` fields (``k`` stacked ``(dx, dy)``) of flipped images, back in the
+    unflipped frame: flipped back, ``dx`` negated for a left-right flip, ``dy`` for an
+    up-down one."""
     if not dims:
-        return field
-    sign = field.new_tensor([-1.0 if -1 in dims else 1.0, -1.0 if -2 in dims else 1.0])
-    return field.flip(dims) * sign.view(1, 2, 1, 1)
+        return fields
+    sign = fields.new_tensor([-1.0 if -1 in dims else 1.0, -1.0 if -2 in dims else 1.0])
+    sign = sign.repeat(fields.shape[1] // 2)
+    return fields.flip(dims) * sign.view(1, -1, 1, 1)
+
+
+def flip_average(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+    """Mean of ``predict(pre, post)`` over the four :data:`FLIPS` of the images.
+
+    ``predict`` maps ``(B, 1, H, W)`` images to ``(B, 2k, H, W)`` float fields (``k``
+    stacked ``(dx, dy)`` in px); each flip's field is brought back and sign-corrected, so
+    the mean is exactly equivariant to the flips.
+    """
+    total = None
+    for dims in FLIPS:
+        a, b = (pre.flip(dims), post.flip(dims)) if dims else (pre, post)
+        f = _unflip(predict(a, b).float(), dims)
+        total = f if total is None else total + f
+    return total / len(FLIPS)
 
 
 @torch.no_grad()
@@ -70,18 +88,16 @@ def predict_tiles(model: MicroFlow, pre_tiles: np.ndarray, post_tiles: np.ndarra
     pre = torch.from_numpy(np.ascontiguousarray(pre_tiles[:, None])).to(device)
     post = torch.from_numpy(np.ascontiguousarray(post_tiles[:, None])).to(device)
     t = [(torch.tensor(m, device=device), torch.tensor(s, device=device)) for m, s in stats]
-    last: torch.Tensor | None = None
-    previous: torch.Tensor | None = None
-    for dims in FLIPS if flips else ((),):
-        a, b = (pre.flip(dims), post.flip(dims)) if dims else (pre, post)
+
+    def last_two(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # (B, 4, H, W)
         init = model_start(model, a, b) if levels is None else None
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             flows = model(a, b, stats=(t[0], t[1]), levels=levels, init=init)
-        f = _flip_field(flows[-1].float(), dims)
-        g = _flip_field(flows[-2].float(), dims) if len(flows) > 1 else torch.zeros_like(f)
-        last, previous = (f, g) if last is None else (last + f, previous + g)
-    n = len(FLIPS) if flips else 1
-    flow, previous = last / n, previous / n
+        prev = flows[-2] if len(flows) > 1 else torch.zeros_like(flows[-1])
+        return torch.cat([flows[-1].float(), prev.float()], dim=1)
+
+    both = flip_average(last_two, pre, post) if flips else last_two(pre, post)
+    flow, previous = both[:, :2], both[:, 2:]
     if not sigma:
         return flow.cpu().numpy()
     feats = sigma_features(normalize(pre, t[0]), normalize(post, t[1]), flow, previous,

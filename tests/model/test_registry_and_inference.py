@@ -81,3 +81,23 @@ def test_the_flip_average_is_equivariant_to_flips_and_closer_than_one_pass(textu
             np.testing.assert_allclose(back, avg, atol=1e-5)  # the same four runs
             assert not np.allclose(one, avg, atol=1e-3)
     assert np.mean(errs["avg"]) < np.mean(errs["one"])
+
+
+def test_flip_average_keeps_what_flips_with_the_image_and_drops_what_does_not():
+    import torch
+
+    from model.inference import flip_average
+
+    class Gradient(torch.nn.Module):
+        """dx, dy = central differences of pre (circular): they flip sign with the image,
+        like a displacement does; plus a constant offset, which does not."""
+
+        def forward(self, a, b, **kw):
+            gx = (torch.roll(a, -1, 3) - torch.roll(a, 1, 3)) / 2
+            gy = (torch.roll(a, -1, 2) - torch.roll(a, 1, 2)) / 2
+            return [torch.cat([gx, gy], 1), torch.cat([gx + 0.3, gy - 0.2], 1)]
+
+    torch.manual_seed(0)
+    pre, post = torch.randn(2, 1, 32, 48), torch.randn(2, 1, 32, 48)
+    avg = flip_average(lambda a, b: Gradient()(a, b)[-1], pre, post)  # with the offset
+    assert torch.allclose(avg, Gradient()(pre, post)[0], atol=1e-6)
