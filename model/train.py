@@ -163,7 +163,9 @@ def train(cfg: TrainConfig, train_set: SampleSet, val_set: SampleSet, out_dir: s
         runs[-1].update(to_step=step, minutes=round((time.monotonic() - t0) / 60, 2),
                         **{k: v for k, v in asdict(cfg).items()
                            if k not in ("name", "steps", "minutes", "val_every", "extra")},
-                        schedule_steps=cfg.steps)
+                        schedule_steps=cfg.steps,
+                        **{k: v for k, v in (data_info or {}).items()
+                           if k in ("train_samples", "val_samples")})
         state["data"] = data_info or state.get("data", {})
         if state["best"] is None or val["all"] <= state["best"]["all"]:
             state["best"] = {"step": step, **val}
