@@ -263,7 +263,9 @@ Runs (each resumed from the previous one's weights):
 
 {runs}
 
-Best validation EPE so far: {json.dumps(state.get('best'))}.
+Best validation EPE so far: {json.dumps(state.get('best'))}. The curve of validation EPE
+against CPU-minutes over all runs: `python -m bench.curve --state {cfg.name}.json`
+(`docs/benchmark/training_curve.png` for the shipped model).
 Weights are safetensors (no pickle); load with `model.load_model("{cfg.name}")`.
 """
     tmp = path.with_suffix(".md.tmp")
