@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,19 +16,35 @@ log = logging.getLogger(__name__)
 
 
 def _acquired(path: Path) -> datetime | None:
-    """Acquisition time from the TIFF ``DATETIME`` tag (``YYYY:MM:DD HH:MM:SS``), if any."""
+    """Acquisition time from the TIFF ``DATETIME`` tag (``YYYY:MM:DD HH:MM:SS``), else the
+    date in the file name (``..._20160529_...``, ``S2A_MSIL1C_20160529T102032_...``, as
+    Sentinel-2 and Landsat products are named), else None."""
     import rasterio
 
     with rasterio.open(path) as ds:
         tag = ds.tags().get("TIFFTAG_DATETIME") or ds.tags().get("DATETIME")
-    if not tag:
-        return None
     for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
         try:
-            return datetime.strptime(tag, fmt).replace(tzinfo=UTC)
+            return datetime.strptime(tag or "", fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
-    return None
+    return date_in_name(path.name)
+
+
+def date_in_name(name: str) -> datetime | None:
+    """The one date ``YYYYMMDD`` (1972 or later, optionally followed by ``THHMMSS``) that a
+    file name holds between non-digits, or None if it holds none or several different
+    ones (a guess is worse than no time)."""
+    found = set()
+    for m in re.finditer(r"(?<!\d)((?:19[7-9]|20\d)\d{5})(?:T(\d{6}))?(?!\d)", name):
+        try:
+            found.add(datetime.strptime(m.group(1) + (m.group(2) or "000000"),
+                                        "%Y%m%d%H%M%S").replace(tzinfo=UTC))
+        except ValueError:
+            continue
+    if len({d.date() for d in found}) != 1:
+        return None
+    return min(found)
 
 
 def _zero_is_nodata(path: Path, da: xr.DataArray, zero_is_nodata: bool | None) -> bool:
@@ -111,7 +128,8 @@ def load_geotiff_pair(pre: str | Path, post: str | Path, bands: tuple[int, ...] 
 
 
 def pair_meta(pre: str | Path, post: str | Path) -> dict:
-    """Ids (file stems) and acquisition times (TIFF tags) of a pair of GeoTIFFs."""
+    """Ids (file stems) and acquisition times (TIFF tags, else dates in the file names) of
+    a pair of GeoTIFFs."""
     pre, post = Path(pre), Path(post)
     for path in (pre, post):
         if not path.is_file():

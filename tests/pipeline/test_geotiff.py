@@ -84,3 +84,27 @@ def test_zeros_in_a_float_file_without_a_tag_warn_and_can_be_masked(tmp_path, im
     assert np.isnan(ds.pre.isel(band=0).values[:32]).all()
     ds, _ = load_geotiff_pair(a, a, chunk=64, nodata=float(img[40, 40]))
     assert np.isnan(ds.pre.isel(band=0).values[40, 40])
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("pre_S2A_20160529_T33UUU_north.tif", "2016-05-29T00:00:00"),
+    ("S2A_MSIL1C_20160529T102032_N0202_R065_T33UUU_20160529T102030.tif",
+     "2016-05-29T10:20:30"),
+    ("LC08_L1TP_224077_20200518_20200527_01_T1.tif", None),  # two dates: no guess
+    ("tile_12345678.tif", None), ("scene.tif", None), ("a_20231301.tif", None)])
+def test_a_date_in_the_file_name_is_read_only_when_unambiguous(name, expected):
+    from pipeline.geotiff import date_in_name
+
+    got = date_in_name(name)
+    assert (got.isoformat()[:19] if got else None) == expected
+
+
+def test_files_without_a_date_tag_take_the_date_in_their_names(tmp_path, images):
+    from pipeline.geotiff import pair_meta
+
+    a = _write(tmp_path / "pre_S2A_20160529_T33UUU.tif", images[0])
+    b = _write(tmp_path / "post_S2A_20160608_T33UUU.tif", images[1],
+               tags={"TIFFTAG_DATETIME": "2016:06:08 10:20:00"})
+    meta = pair_meta(a, b)
+    assert meta["pre_time"].isoformat() == "2016-05-29T00:00:00+00:00"
+    assert meta["post_time"].isoformat() == "2016-06-08T10:20:00+00:00"  # the tag wins
