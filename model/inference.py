@@ -11,7 +11,7 @@ from .correlator_start import model_start
 from .denoise import LogTVConfig, logtv_denoise, weights_from_sigma
 from .microflow import MicroFlow
 from .normalize import as_float_image, normalize, robust_stats
-from .precision import use_bf16
+from .precision import device_or_default, use_bf16
 from .registry import load_model
 from .tiling import DEFAULT_HALO, DEFAULT_TILE, Mosaic, Tile, tile_grid
 from .uncertainty import sigma_features
@@ -195,8 +195,7 @@ def estimate_displacement(
         raise ValueError(f"pre and post must have the same shape, got {a.shape} and {b.shape}")
     if min(a.shape) < 64:
         raise ValueError(f"images must be at least 64x64 pixels, got {a.shape}")
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    dev = device_or_default(device)
     model = get_model(weights, dev)
     stats = (scene_stats(a), scene_stats(b))
     out = infer_mosaic(model, a, b, stats, tile, halo, batch_size, progress, levels,

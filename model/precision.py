@@ -5,6 +5,13 @@ from __future__ import annotations
 import torch
 
 
+def device_or_default(device: str | torch.device | None = None) -> torch.device:
+    """``device``, or by default CUDA where there is one, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def use_bf16(device: torch.device) -> bool:
     """bf16 autocast where it is fast: CUDA with bf16, or a CPU with AVX512-BF16/AMX."""
     if device.type == "cuda":

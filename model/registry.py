@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import MicroFlowConfig, get_config
 from .microflow import MicroFlow
+from .precision import device_or_default
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # Preference order of shipped models, best first, per device type.
@@ -56,8 +57,7 @@ def shipped_models() -> list[str]:
 
 def default_model_name(device: str | torch.device | None = None) -> str | None:
     """Best shipped model for ``device`` (``None`` if none is shipped)."""
-    kind = torch.device(device).type if device is not None else (
-        "cuda" if torch.cuda.is_available() else "cpu")
+    kind = device_or_default(device).type
     available = set(shipped_models())
     for name in PREFERENCE.get(kind, PREFERENCE["cpu"]):
         if name in available:
@@ -97,8 +97,7 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     """
     from .uncertainty import load_sigma_model
 
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    dev = device_or_default(device)
     if name_or_path is None:
         name_or_path = default_model_name(dev)
         if name_or_path is None:

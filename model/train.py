@@ -24,7 +24,7 @@ from .dataset import RANGE_NAMES, SampleSet, augment_batch, loss_weights
 from .losses import sequence_loss
 from .metrics import epe
 from .microflow import MicroFlow
-from .precision import use_bf16
+from .precision import device_or_default, use_bf16
 from .registry import load_model, save_weights
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def train(cfg: TrainConfig, train_set: SampleSet, val_set: SampleSet, out_dir: s
     out.mkdir(parents=True, exist_ok=True)
     weights_path = out / f"{cfg.name}.safetensors"
     state_path = out / f"{cfg.name}.json"
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = device_or_default(device)
     bf16 = use_bf16(dev)
     state: dict = {"step": 0, "wall_minutes": 0.0, "best": None, "history": []}
     if weights_path.is_file() and state_path.is_file():

@@ -26,9 +26,10 @@ def denoise_block(stack: np.ndarray, *, cfg: LogTVConfig, device: str | None = N
     import torch
 
     from model.denoise import logtv_denoise, weights_from_sigma
+    from model.precision import device_or_default
 
     torch.set_num_threads(torch_threads)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = device_or_default(device)
     field = np.asarray(stack[:2], dtype=np.float32)
     if not np.isfinite(field).any():
         return field

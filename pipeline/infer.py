@@ -39,9 +39,10 @@ def infer_block(stack: np.ndarray, *, n_bands: int, stats: tuple, model: ModelRe
     import torch
 
     from model.inference import infer_mosaic
+    from model.precision import device_or_default
 
     torch.set_num_threads(torch_threads)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = device_or_default(device)
     net = worker_model(model, dev)
     h, w = stack.shape[1:]
     flows, sigmas = [], []
