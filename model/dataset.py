@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import near_fault
+from .metrics import FAULT_NEIGHBOURHOOD_PX, near_fault
 from .synthetic import RANGES, TemporalChange, make_pair
 from .temporal_change import RealisticChange
 
@@ -46,8 +46,8 @@ class SampleSet:
         return cls(**{k: np.asarray(d[k]) for k in cls.__dataclass_fields__ if k in d})
 
 
-def loss_weights(samples: SampleSet, fault_weight: float = 0.0, radius: float = 3.0
-                 ) -> np.ndarray:
+def loss_weights(samples: SampleSet, fault_weight: float = 0.0,
+                 radius: float = FAULT_NEIGHBOURHOOD_PX) -> np.ndarray:
     """Per-pixel loss weights ``(n, H, W)`` float32: 0 where not valid, else
     ``1 + fault_weight`` within ``radius`` px of the fault trace and 1 elsewhere.
 

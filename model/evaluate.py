@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import epe, near_fault, smoothness
+from .metrics import FAULT_NEIGHBOURHOOD_PX, epe, near_fault, smoothness
 from .synthetic import SyntheticPair
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (pre, post) -> (2, H, W) px
@@ -33,7 +33,7 @@ class PairScore:
 
 
 def score_pair(name: str, flow: np.ndarray, pair: SyntheticPair, texture: str,
-               seconds: float, fault_k: float = 3.0, border: int = 8,
+               seconds: float, fault_k: float = FAULT_NEIGHBOURHOOD_PX, border: int = 8,
                keep_flow: bool = False) -> PairScore:
     """Score one estimated ``(2, H, W)`` field against the pair's truth.
 

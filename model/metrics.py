@@ -31,6 +31,12 @@ def epe_per_range(pred: np.ndarray, truth: np.ndarray,
     return {name: epe(pred, truth, (mag >= lo) & (mag < hi)) for name, (lo, hi) in ranges.items()}
 
 
+FAULT_NEIGHBOURHOOD_PX = 3.0
+"""Distance from the surface trace (px) within which a pixel counts as "at the fault"
+(the benchmark's fault-neighbourhood EPE, the smoothness metric, the trainer's fault
+weight)."""
+
+
 def near_fault(fault_mask: np.ndarray, k: float) -> np.ndarray:
     """Pixels within ``k`` px of any pixel of ``fault_mask`` ``(H, W)`` bool."""
     if not fault_mask.any():
@@ -46,7 +52,7 @@ def gradient_norm(field: np.ndarray) -> np.ndarray:
     return np.sqrt((gx**2 + gy**2).sum(axis=0))
 
 
-def smoothness(field: np.ndarray, fault_mask: np.ndarray, k: float = 3.0
+def smoothness(field: np.ndarray, fault_mask: np.ndarray, k: float = FAULT_NEIGHBOURHOOD_PX
                ) -> tuple[float, float]:
     """Mean ``‖∇f‖`` near the fault (within ``k`` px of the trace) and away from it.
 
