@@ -84,6 +84,8 @@ TIME_UNITS = "microseconds since 1970-01-01T00:00:00"
 """On-disk encoding of ``pre_time``/``post_time`` (int64, exact for Python datetimes)."""
 NAT = np.iinfo(np.int64).min  # how xarray stores NaT in an int64 time variable
 PAIR_CHUNK = 256  # chunk length of the small arrays along ``pair``
+CUBE_ARRAYS = ("x", "y", GRID_MAPPING, *BLOCK_VARS, *PAIR_COORDS)
+"""Every array a cube holds; a group missing any of them is no (finished) cube."""
 
 VAR_ATTRS = {
     "east": {"long_name": "eastward ground displacement, log-TV denoised", "units": "m"},
@@ -153,13 +155,17 @@ def _consolidate(path: str | Path) -> None:
 
 
 def cube_exists(path: str | Path) -> bool:
-    """Whether ``path`` holds a cube: a Zarr group with ``x``, ``y`` and ``valid`` arrays."""
+    """Whether ``path`` holds a whole cube: a Zarr group with every array of the schema.
+
+    A cube still being created (``create_cube`` writes one array after another) is not one
+    yet, so a reader polling a run's output never sees a cube without its pair arrays.
+    """
     try:
         g = _open_group(path)
+        members = set(g.array_keys())
     except (OSError, ValueError, zarr.errors.BaseZarrError):
         return False
-    members = set(g.array_keys())
-    return {"x", "y", "valid"} <= members
+    return set(CUBE_ARRAYS) <= members
 
 
 def _strings(values: Any) -> list[str]:
