@@ -34,7 +34,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     import numpy as np
 
     from model.dataset import generate_samples
-    from pipeline.textures import cache_dir, load_split, random_crops
+    from pipeline.textures import cache_dir, training_crops
 
     out = Path(args.out) if args.out else cache_dir() / "samples"
     out.mkdir(parents=True, exist_ok=True)
@@ -43,15 +43,16 @@ def cmd_data(args: argparse.Namespace) -> int:
             continue
         mix = "" if args.change_fraction == 0.5 else f"-c{args.change_fraction:g}"
         mix += f"-r{args.realistic_fraction:g}" if args.realistic_fraction > 0 else ""
+        variety = args.texture_variety if split == "train" else 0.0
+        mix += f"-t{variety:g}" if variety > 0 else ""
         path = out / f"{split}-{args.size}-{args.seed}{mix}.npz"
         if path.is_file() and not args.force:
             logging.info("%s exists, skipping (use --force to rebuild)", path)
             continue
         rng = np.random.default_rng(args.seed + (0 if split == "train" else 1))
-        textures = load_split(split)
-        crops = random_crops(textures, max(n // 4, 8), args.size + 32, rng)
-        logging.info("generating %d %s pairs of %d px from %d textures", n, split, args.size,
-                     len(textures))
+        crops = training_crops(split, max(n // 4, 8), args.size + 32, rng, variety)
+        logging.info("generating %d %s pairs of %d px from %d crops (%.0f %% not Landsat)",
+                     n, split, args.size, len(crops), 100 * variety)
         samples = generate_samples(crops, n, args.size, rng,
                                    change_fraction=args.change_fraction,
                                    realistic_fraction=args.realistic_fraction)
@@ -267,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the changed pairs whose change is realistic (parcels, "
                         "clouds, water, sensor; model/temporal_change.py), the rest simple; "
                         "0 makes the samples of before (file name without -r)")
+    d.add_argument("--texture-variety", type=float, default=0.0, metavar="FRACTION",
+                   help="share of training crops from the shaded matplotlib DEM and the "
+                        "procedural textures (model/procedural.py) instead of Landsat; "
+                        "train split only (file name gets -t)")
     d.add_argument("--force", action="store_true")
     d.set_defaults(func=cmd_data)
 

@@ -157,3 +157,68 @@ def random_crops(textures: list[Texture], n: int, size: int, rng: np.random.Gene
     if len(crops) < n:
         raise RuntimeError(f"only {len(crops)} fill-free crops of {size} px found")
     return crops
+
+
+# ---------------------------------------------------------------------------------------
+# texture variety for training (issue: texture variety)
+
+DEM_SAMPLE = "jacksboro_fault_dem.npz"
+"""A 3 arc-second DEM (344 x 403) of the Jacksboro fault, Tennessee, shipped as sample data
+inside matplotlib (Matplotlib licence, BSD-style); read from the installed package."""
+DEM_SUNS = ((315.0, 45.0), (45.0, 30.0), (135.0, 55.0), (225.0, 25.0))
+"""(azimuth, elevation) of the sun (deg) for the DEM's shaded textures."""
+DEM_ZOOMS = (1.0, 1.5, 2.0)
+VARIETY_SOURCES = ("dem", "terrain", "ridged", "grain")
+"""Where non-Landsat training crops come from: the shaded DEM and ``model.procedural``."""
+
+
+def dem_textures() -> list[Texture]:
+    """The matplotlib sample DEM, hillshaded under ``DEM_SUNS`` at ``DEM_ZOOMS``.
+
+    Training only: validation and test stay on their Landsat areas, and the benchmark's
+    unseen texture (1/f fractal) is no shaded surface.
+    """
+    from matplotlib import cbook
+    from scipy import ndimage
+
+    from model.procedural import hillshade
+
+    with np.load(cbook.get_sample_data(DEM_SAMPLE, asfileobj=False)) as d:
+        z = d["elevation"].astype(np.float64)  # m
+        lat = np.radians(0.5 * (float(d["ymin"]) + float(d["ymax"])))
+        dy_m, dx_m = float(d["dy"]) * 111_320.0, float(d["dx"]) * 111_320.0 * np.cos(lat)
+    out = []
+    for zoom in DEM_ZOOMS:
+        zz = ndimage.zoom(z, zoom, order=3) if zoom != 1.0 else z
+        for az, el in DEM_SUNS:
+            shade = hillshade(zz, az, el, (dy_m / zoom, dx_m / zoom))
+            out.append(Texture(f"{DEM_SAMPLE}:sun{az:g}/{el:g}:x{zoom:g}", shade))
+    return out
+
+
+def training_crops(split: str, n: int, size: int, rng: np.random.Generator,
+                   variety: float = 0.0, root: Path | None = None) -> list[np.ndarray]:
+    """``n`` crops of ``size`` px (zero mean, unit std) for one split.
+
+    ``variety``: the share of crops that come from ``VARIETY_SOURCES`` (equal shares:
+    the shaded matplotlib DEM and the procedural families of ``model.procedural``)
+    instead of Landsat. Only the train split takes variety, so validation and test keep
+    measuring on their held-out Landsat areas.
+    """
+    from model.procedural import procedural_texture
+
+    if not 0.0 <= variety <= 1.0:
+        raise ValueError(f"variety must be in [0, 1], got {variety}")
+    if variety and split != "train":
+        raise ValueError("texture variety is for the train split only")
+    n_other = round(variety * n)
+    crops = random_crops(load_split(split, root), n - n_other, size, rng) if n > n_other else []
+    dem = dem_textures() if n_other else []
+    for k in range(n_other):
+        source = VARIETY_SOURCES[k % len(VARIETY_SOURCES)]
+        if source == "dem":
+            crops += random_crops(dem, 1, size, rng)
+        else:
+            crops.append(procedural_texture((size, size), rng, source))
+    order = rng.permutation(len(crops))
+    return [crops[i] for i in order]
