@@ -25,6 +25,8 @@ class MicroFlowConfig:
             full resolution, which halves the displacement it must find from scratch.
         correlator_start: at inference, ``df_0`` is the frequency correlator's field
             (``model.correlator_start``) instead of the coarse-to-fine estimate.
+        sharpen: at inference, the last iterate is fault-sharpened
+            (``model.sharpen.sharpen_field``) before σ and log-TV.
     """
 
     stem: tuple[int, ...] = (32, 32)
@@ -36,6 +38,7 @@ class MicroFlowConfig:
     flow_scale: float = 1.0
     pyramid_levels: int = 0
     correlator_start: bool = False
+    sharpen: bool = False
 
     def __post_init__(self) -> None:
         if not self.stem or any(c < 1 for c in self.stem + self.down):

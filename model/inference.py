@@ -13,6 +13,7 @@ from .microflow import MicroFlow
 from .normalize import as_float_image, normalize, robust_stats
 from .precision import device_or_default, use_bf16
 from .registry import load_model
+from .sharpen import sharpen_field
 from .tiling import DEFAULT_HALO, DEFAULT_TILE, Mosaic, Tile, tile_grid
 from .uncertainty import sigma_features
 
@@ -98,6 +99,10 @@ def predict_tiles(model: MicroFlow, pre_tiles: np.ndarray, post_tiles: np.ndarra
 
     both = flip_average(last_two, pre, post) if flips else last_two(pre, post)
     flow, previous = both[:, :2], both[:, 2:]
+    if model.config.sharpen:
+        sharp = sharpen_field(normalize(pre, t[0]), normalize(post, t[1]), flow)
+        # σ's "last iteration still moved" feature keeps measuring the network alone
+        flow, previous = sharp, previous + (sharp - flow)
     if not sigma:
         return flow.cpu().numpy()
     feats = sigma_features(normalize(pre, t[0]), normalize(post, t[1]), flow, previous,
