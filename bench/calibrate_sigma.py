@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from scipy import stats as sstats
 
-from model.correlator_start import model_start
 from model.dataset import SampleSet
-from model.inference import get_model
+from model.inference import final_iterates, get_model
 from model.normalize import normalize
+from model.precision import use_bf16
 from model.registry import default_model_name, resolve_weights
 from model.uncertainty import FEATURES, SigmaModel, fit_sigma_model, sigma_features, sigma_path
 
@@ -32,15 +32,16 @@ BORDER = 8  # px left out along the border (the model sees no context there)
 @torch.no_grad()
 def collect(model, samples: SampleSet, batch: int = 8, every: int = 3
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Features ``(N, 5)`` and ``|error|`` ``(N, 2)`` px of every ``every``-th valid pixel."""
+    """Features ``(N, 5)`` and ``|error|`` ``(N, 2)`` px of every ``every``-th valid pixel,
+    from the field as inference makes it (start, bf16 where used, sharpening)."""
+    bf16 = use_bf16(next(model.parameters()).device)
     feats, errs = [], []
     for i in range(0, len(samples), batch):
         a = torch.from_numpy(samples.pre[i:i + batch][:, None])
         b = torch.from_numpy(samples.post[i:i + batch][:, None])
-        flows = model(a, b, init=model_start(model, a, b))  # as at inference
-        f = sigma_features(normalize(a), normalize(b), flows[-1], flows[-2],
-                           model.config.warp_mode)
-        err = (flows[-1].float() - torch.from_numpy(samples.flow[i:i + batch])).abs()
+        flow, previous = final_iterates(model, a, b, bf16=bf16)  # as at inference
+        f = sigma_features(normalize(a), normalize(b), flow, previous, model.config.warp_mode)
+        err = (flow - torch.from_numpy(samples.flow[i:i + batch])).abs()
         valid = samples.valid[i:i + batch].copy()
         valid[:, :BORDER] = valid[:, -BORDER:] = False
         valid[:, :, :BORDER] = valid[:, :, -BORDER:] = False

@@ -65,6 +65,30 @@ def flip_average(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     return total / len(FLIPS)
 
 
+Stats = tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def final_iterates(model: MicroFlow, pre: torch.Tensor, post: torch.Tensor,
+                   stats: Stats | None = None, levels: int | None = None, bf16: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last two iterates ``(B, 2, H, W)`` float32 px on ``(B, 1, H, W)`` images, as at
+    inference: from the model's own start (``levels`` None; else that many coarse-to-fine
+    levels), then fault-sharpened if ``model.config.sharpen`` (``model.sharpen``). The
+    previous iterate moves with the sharpening, so σ's "the last iteration still moved"
+    feature measures the network alone. σ's calibration runs through here too.
+    """
+    init = model_start(model, pre, post) if levels is None else None
+    with torch.autocast(device_type=pre.device.type, dtype=torch.bfloat16, enabled=bf16):
+        flows = model(pre, post, stats=stats, levels=levels, init=init)
+    flow = flows[-1].float()
+    previous = flows[-2].float() if len(flows) > 1 else torch.zeros_like(flow)
+    if model.config.sharpen:
+        pre_stats, post_stats = (None, None) if stats is None else stats
+        sharp = sharpen_field(normalize(pre, pre_stats), normalize(post, post_stats), flow)
+        flow, previous = sharp, previous + (sharp - flow)
+    return flow, previous
+
+
 @torch.no_grad()
 def predict_tiles(model: MicroFlow, pre_tiles: np.ndarray, post_tiles: np.ndarray,
                   stats: tuple[tuple[float, float], tuple[float, float]],
@@ -91,18 +115,10 @@ def predict_tiles(model: MicroFlow, pre_tiles: np.ndarray, post_tiles: np.ndarra
     t = [(torch.tensor(m, device=device), torch.tensor(s, device=device)) for m, s in stats]
 
     def last_two(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # (B, 4, H, W)
-        init = model_start(model, a, b) if levels is None else None
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            flows = model(a, b, stats=(t[0], t[1]), levels=levels, init=init)
-        prev = flows[-2] if len(flows) > 1 else torch.zeros_like(flows[-1])
-        return torch.cat([flows[-1].float(), prev.float()], dim=1)
+        return torch.cat(final_iterates(model, a, b, (t[0], t[1]), levels, bf16), dim=1)
 
     both = flip_average(last_two, pre, post) if flips else last_two(pre, post)
     flow, previous = both[:, :2], both[:, 2:]
-    if model.config.sharpen:
-        sharp = sharpen_field(normalize(pre, t[0]), normalize(post, t[1]), flow)
-        # σ's "last iteration still moved" feature keeps measuring the network alone
-        flow, previous = sharp, previous + (sharp - flow)
     if not sigma:
         return flow.cpu().numpy()
     feats = sigma_features(normalize(pre, t[0]), normalize(post, t[1]), flow, previous,
