@@ -29,6 +29,7 @@ STAGES = {  # stage -> function names whose cumulative time it is (first found w
     "normalisation statistics": ("scene_stats",),
     "correlator start": ("correlator_init",),
     "network passes": ("forward",),  # MicroFlow.forward: warps + U-Net iterations
+    "fault sharpening": ("sharpen_field",),
     "σ features": ("sigma_features",),
     "stitching": ("add", "result"),  # Mosaic
     "log-TV": ("logtv_denoise",),

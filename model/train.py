@@ -22,7 +22,7 @@ from .config import get_config
 from .correlator_start import correlator_starts, model_start
 from .dataset import RANGE_NAMES, SampleSet, augment_batch, loss_weights
 from .losses import sequence_loss
-from .metrics import epe
+from .metrics import FAULT_NEIGHBOURHOOD_PX, epe, near_fault
 from .microflow import MicroFlow
 from .precision import device_or_default, use_bf16
 from .registry import load_model, save_weights
@@ -72,7 +72,8 @@ def evaluate(model: MicroFlow, val: SampleSet, device: torch.device, bf16: bool,
              batch: int = 8, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
              | None = None, border: int = 0, indices: np.ndarray | None = None
              ) -> dict[str, float]:
-    """Mean EPE (px) per displacement range and overall (``all``).
+    """Mean EPE (px) per displacement range, overall (``all``) and within
+    ``FAULT_NEIGHBOURHOOD_PX`` of the fault trace (``fault``, pairs with a trace only).
 
     ``predict(pre, post)`` gives the ``(B, 2, H, W)`` field (default: the model's last
     iterate from its own start, :func:`started_prediction`); pixels within ``border`` px of
@@ -82,6 +83,7 @@ def evaluate(model: MicroFlow, val: SampleSet, device: torch.device, bf16: bool,
     idx_all = np.arange(len(val)) if indices is None else np.asarray(indices)
     model.eval()
     errs: dict[str, list[float]] = {n: [] for n in RANGE_NAMES}
+    fault: list[float] = []
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for i in range(0, len(idx_all), batch):
             idx = idx_all[i:i + batch]
@@ -94,9 +96,14 @@ def evaluate(model: MicroFlow, val: SampleSet, device: torch.device, bf16: bool,
                     valid[:border] = valid[-border:] = False
                     valid[:, :border] = valid[:, -border:] = False
                 errs[RANGE_NAMES[val.range_idx[k]]].append(epe(f, val.flow[k], valid))
+                near = near_fault(val.fault[k], FAULT_NEIGHBOURHOOD_PX) & valid
+                if near.any():
+                    fault.append(epe(f, val.flow[k], near))
     model.train()
     out = {n: float(np.mean(v)) for n, v in errs.items() if v}
     out["all"] = float(np.mean([x for v in errs.values() for x in v]))
+    if fault:
+        out["fault"] = float(np.mean(fault))
     return out
 
 

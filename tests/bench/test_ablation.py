@@ -12,7 +12,8 @@ def test_ablation_reports_every_variant_and_range(tmp_path, texture, capsys):
     np.savez(path, **s.to_dict())
     main(["--val", str(path), "--weights", "untrained:tiny", "--per-range", "2"])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 8  # header + 7 variants
-    assert any(line.strip().startswith("correlator start") for line in lines)
+    assert len(lines) == 11  # header + 10 variants
+    for name in ("as shipped", "correlator start", "+ sharpening", "sharpened start"):
+        assert any(line.strip().startswith(name) for line in lines), name
     for line in lines[1:]:
         assert all(r in line for r in ("translation", "very_small", "small", "large"))
