@@ -6,12 +6,20 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from model.config import get_config
 from model.microflow import MicroFlow
 from model.normalize import normalize
 from model.registry import load_model, save_weights
-from model.sharpen import SharpenConfig, sharpen_field, steep
+from model.sharpen import (
+    BLOCK_PX,
+    SharpenConfig,
+    _sharpen_blocks,
+    _sharpen_dense,
+    sharpen_field,
+    steep,
+)
 from model.synthetic import resample_post
 
 STEP_PX, H, W = 3.0, 96, 128  # a 3 px eastward step across a vertical fault at col 64
@@ -68,3 +76,22 @@ def test_the_sharpen_switch_round_trips_through_the_weights_file(tmp_path):
     model = MicroFlow(replace(get_config("tiny"), sharpen=True))
     save_weights(model, tmp_path / "m.safetensors")
     assert load_model(tmp_path / "m.safetensors", device="cpu").config.sharpen
+
+
+def test_scoring_only_steep_blocks_gives_the_field_of_scoring_every_pixel(texture):
+    pre_n, post_n, _, smeared = _fault_pair(texture)
+    rng = np.random.default_rng(3)
+    # two images, sides not multiples of the block, the step near the right border too
+    crop = (slice(None), slice(None), slice(0, 90), slice(20, 128))
+    a = torch.cat([pre_n, post_n])[crop]
+    b = torch.cat([post_n, pre_n])[crop]
+    flow = torch.from_numpy(np.stack([smeared, smeared[:, ::-1] + rng.normal(0, 0.05, (2, H, W))
+                                      ]).astype(np.float32))[crop]
+    config = SharpenConfig()
+    gate = steep(flow, config.min_gradient)
+    blocks = F.max_pool2d(gate.float(), BLOCK_PX, ceil_mode=True)[:, 0].nonzero()
+    assert 0 < len(blocks) < gate.shape[0] * 6 * 7  # some blocks skipped
+    dense = _sharpen_dense(a, b, flow, gate, config)
+    assert (dense != flow).any()
+    assert torch.equal(_sharpen_blocks(a, b, flow, gate, blocks, config), dense)
+    assert torch.equal(sharpen_field(a, b, flow, config), dense)
