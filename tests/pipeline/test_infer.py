@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
+from scipy import ndimage
 
 from model.denoise import LogTVConfig, logtv_denoise
 from model.inference import get_model, infer_mosaic, scene_stats
+from model.sharpen import SharpenConfig, steep
 from model.synthetic import make_pair
 from pipeline.config import ConfidenceConfig, OutputConfig, RunConfig, TilingConfig
 from pipeline.demo import TEXTURE
@@ -58,13 +60,23 @@ def test_tiled_equals_whole_image_at_the_seams(pair_512):
     inside = np.isfinite(tiled).all(axis=0)
     assert inside.mean() > 0.95  # only pixels whose match leaves the image are not measured
     diff = np.where(inside, tiled - whole, 0.0)
-    rms = float(np.sqrt(np.mean(diff[:, inside] ** 2)))
     seams = np.zeros((N, N), bool)
     for k in range(tile, N, tile):
         seams[k - 2:k + 2, :] = seams[:, k - 2:k + 2] = True
-    seam_rms = float(np.sqrt(np.mean(diff[:, seams & inside] ** 2)))
-    print(f"tiled vs whole: rms {rms:.4f} px, at seams {seam_rms:.4f} px")
+    # fault sharpening picks one of a few candidate values where the field is steep; a
+    # 0.001 px difference in the network's field can flip that pick, so steep pixels
+    # (either field's, 2 px around) are compared only in the overall bound
+    sharp = steep(torch.from_numpy(np.stack([whole, np.nan_to_num(tiled)]).astype(np.float32)),
+                  SharpenConfig().min_gradient).any(0)[0].numpy()
+    calm = inside & ~ndimage.binary_dilation(sharp, iterations=2)
+    assert calm.mean() > 0.85
+    rms = float(np.sqrt(np.mean(diff[:, calm] ** 2)))
+    seam_rms = float(np.sqrt(np.mean(diff[:, seams & calm] ** 2)))
+    overall = float(np.sqrt(np.mean(diff[:, inside] ** 2)))
+    print(f"tiled vs whole: rms {rms:.4f} px, at seams {seam_rms:.4f} px, with the steep "
+          f"pixels {overall:.4f} px")
     assert rms < 0.01 and seam_rms < 0.02, (rms, seam_rms)
+    assert overall < 0.05, overall
     assert np.abs(whole).mean() > 0.1  # the field is not trivially zero
 
 
