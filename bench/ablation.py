@@ -27,7 +27,7 @@ from model.microflow import MicroFlow
 from model.normalize import normalize
 from model.precision import use_bf16
 from model.registry import load_model
-from model.sharpen import SharpenConfig, sharpen_field
+from model.sharpen import SharpenConfig, SharpenPass, sharpen_field
 from model.train import evaluate
 
 
@@ -37,7 +37,7 @@ def correlator_started(model: MicroFlow, pre: torch.Tensor, post: torch.Tensor
     return model(pre, post, init=correlator_init(pre, post))[-1]
 
 
-SHARPENED_START = SharpenConfig(passes=((16, 4),), min_gradient=0.0)
+SHARPENED_START = SharpenConfig(passes=(SharpenPass(16, 4),), min_gradient=0.0)
 """The correlator's start sharpened before the network (candidates one correlator step
 away); tried, not kept (README)."""
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(args.weights, device="cpu").eval()
     levels = model.config.pyramid_levels
     bf16 = use_bf16(torch.device("cpu"))
-    one_pass = SharpenConfig(passes=((6, 3),))
+    one_pass = SharpenConfig(passes=(SharpenPass(6, 3),))
     variants = {  # name -> (method, bf16 autocast)
         "as shipped": (lambda a, b: final_iterates(model, a, b, bf16=bf16)[0], bf16),
         "correlator start": (lambda a, b: correlator_started(model, a, b), bf16),

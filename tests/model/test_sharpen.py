@@ -16,6 +16,7 @@ from model.registry import load_model, save_weights
 from model.sharpen import (
     BLOCK_PX,
     SharpenConfig,
+    SharpenPass,
     _sharpen_blocks,
     _sharpen_dense,
     sharpen_field,
@@ -65,7 +66,7 @@ def test_a_field_below_the_gradient_gate_is_returned_unchanged(texture):
 def test_only_steep_pixels_change_and_only_to_a_nearby_value_of_the_field(texture):
     pre_n, post_n, _, smeared = _fault_pair(texture)
     flow = torch.from_numpy(smeared[None].astype(np.float32))
-    one_pass = SharpenConfig(passes=((6, 3),))
+    one_pass = SharpenConfig(passes=(SharpenPass(6, 3),))
     out = sharpen_field(pre_n, post_n, flow, one_pass)
     changed = (out != flow).any(1, keepdim=True)
     assert changed.any()
@@ -93,10 +94,12 @@ def test_scoring_only_steep_blocks_gives_the_field_of_scoring_every_pixel(textur
     gate = steep(flow, config.min_gradient)
     blocks = F.max_pool2d(gate.float(), BLOCK_PX, ceil_mode=True)[:, 0].nonzero()
     assert 0 < len(blocks) < gate.shape[0] * 6 * 7  # some blocks skipped
-    dense = _sharpen_dense(a, b, flow, gate, 6, 3, config.penalty)
-    assert (dense != flow).any()
-    assert torch.equal(_sharpen_blocks(a, b, flow, gate, blocks, 6, 3, config.penalty), dense)
-    assert torch.equal(sharpen_field(a, b, flow, replace(config, passes=((6, 3),))), dense)
+    for one in (SharpenPass(6, 3), SharpenPass(2, 2, shift=2), SharpenPass(1, 1, shift=1)):
+        dense = _sharpen_dense(a, b, flow, gate, one, config.penalty)
+        assert (dense != flow).any()
+        assert torch.equal(_sharpen_blocks(a, b, flow, gate, blocks, one, config.penalty),
+                           dense), one
+        assert torch.equal(sharpen_field(a, b, flow, replace(config, passes=(one,))), dense)
 
 
 def test_later_passes_carry_clean_values_nearer_a_wide_smear(texture):
@@ -113,7 +116,8 @@ def test_later_passes_carry_clean_values_nearer_a_wide_smear(texture):
         out = sharpen_field(pre_n, post_n, flow, config)[0].numpy()
         return float(np.hypot(*(out - truth))[band].mean())
 
-    assert err(SharpenConfig(passes=((6, 3), (6, 3)))) < 0.8 * err(SharpenConfig(passes=((6, 3),)))
+    wide = SharpenPass(6, 3)
+    assert err(SharpenConfig(passes=(wide, wide))) < 0.8 * err(SharpenConfig(passes=(wide,)))
 
 
 def test_narrow_last_passes_place_the_step_nearer_the_trace(texture):
@@ -126,10 +130,10 @@ def test_narrow_last_passes_place_the_step_nearer_the_trace(texture):
         out = sharpen_field(pre_n, post_n, flow, config)[0].numpy()
         return float(np.hypot(*(out - truth))[band].mean())
 
-    wide = SharpenConfig(passes=((6, 3), (6, 3), (3, 3)))
+    wide = SharpenConfig(passes=SharpenConfig().passes[:3])
     assert err(SharpenConfig()) < 0.95 * err(wide)
 
 
 def test_a_pass_without_a_window_is_refused():
     with pytest.raises(ValueError, match="radius"):
-        SharpenConfig(passes=((6, 3), (1, 0)))
+        SharpenPass(1, 0)
