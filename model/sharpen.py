@@ -56,16 +56,11 @@ class SharpenConfig:
     min_gradient: float = 0.08  # px of displacement per px: only steeper pixels may change
 
 
-def _box(x: torch.Tensor, r: int) -> torch.Tensor:
-    return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), 2 * r + 1, stride=1)
-
-
 def _mismatch(a: torch.Tensor, b: torch.Tensor, r: int) -> torch.Tensor:
-    """``1 − NCC`` of ``(B, 1, H, W)`` images over ``(2r+1)²`` windows."""
-    ma, mb = _box(a, r), _box(b, r)
-    va = (_box(a * a, r) - ma * ma).clamp_min(1e-6)
-    vb = (_box(b * b, r) - mb * mb).clamp_min(1e-6)
-    return 1.0 - (_box(a * b, r) - ma * mb) / torch.sqrt(va * vb)
+    """``1 − NCC`` of ``(B, 1, H, W)`` images over ``(2r+1)²`` windows, replicate-padded:
+    ``(B, 1, H, W)``."""
+    pad = (r, r, r, r)
+    return _mismatch_valid(F.pad(a, pad, mode="replicate"), F.pad(b, pad, mode="replicate"), r)
 
 
 def steep(flow: torch.Tensor, min_gradient: float) -> torch.Tensor:
@@ -128,9 +123,14 @@ def _shifted_min(cost: torch.Tensor, shift: int) -> torch.Tensor:
     left and right of it (replicate-padded); ``cost`` itself for ``shift`` 0."""
     if shift == 0:
         return cost
-    h, w = cost.shape[-2:]
-    p = F.pad(cost, (shift,) * 4, mode="replicate")
-    return torch.stack([p[..., shift + oy:shift + oy + h, shift + ox:shift + ox + w]
+    return _least_of_shifts(F.pad(cost, (shift,) * 4, mode="replicate"), shift)
+
+
+def _least_of_shifts(cost: torch.Tensor, shift: int) -> torch.Tensor:
+    """``cost`` ``(N, 1, h + 2 shift, w + 2 shift)`` with a ``shift`` margin: per core
+    pixel, the least of the values there and ``shift`` px up, down, left and right."""
+    h, w = cost.shape[-2] - 2 * shift, cost.shape[-1] - 2 * shift
+    return torch.stack([cost[..., shift + oy:shift + oy + h, shift + ox:shift + ox + w]
                         for oy, ox in _shifts(shift)]).amin(0)
 
 
@@ -230,11 +230,8 @@ class _BlockWindow:
         k = torch.arange(cost.shape[0], device=cost.device)[:, None, None]
         cost = cost[k, 0, self.cost_rows[:, :, None], self.cost_cols[:, None, :]][:, None]
         sh = self.one.shift
-        n = cost.shape[-1] - 2 * sh
-        cost = torch.stack([cost[..., sh + oy:sh + oy + n, sh + ox:sh + ox + n]
-                            for oy, ox in _shifts(sh)]).amin(0)
-        m = self.one.radius + sh
-        return f[:, :, m:m + n, m:m + n], cost
+        n, m = cost.shape[-1] - 2 * sh, self.one.radius + sh
+        return f[:, :, m:m + n, m:m + n], _least_of_shifts(cost, sh)
 
 
 def _mismatch_valid(a: torch.Tensor, b: torch.Tensor, r: int) -> torch.Tensor:

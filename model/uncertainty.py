@@ -39,8 +39,9 @@ DEFAULT_MAX_SIGMA_PX = 0.15
 """Pixels whose σ exceeds this (px) are flagged low confidence: their 2σ bound passes
 0.3 px. Chosen on the development Sentinel-2 pair with the step-21,000 model (README,
 "Real imagery"): 0.25 left 15.3 % of the cloud pixels valid and 7.6 % of the valid pixels
-off by > 0.5 px; 0.15 leaves 8.1 % and 3.4 %, with 90.2 % of the cloud-free pixels valid
-(a false displacement is worse than a missing one)."""
+off by > 0.5 px; 0.15 left 8.1 % and 3.4 %, with 90.2 % of the cloud-free pixels valid
+(a false displacement is worse than a missing one). Re-checked with the step-37,800 model
+and fault sharpening (``python -m bench.sigma_table``): 9.1 % and 2.7 %, 92.3 % valid."""
 _VAR_FLOOR = 1e-4  # normalised units²: flat windows get NCC ~ 0, not a division by 0
 
 
