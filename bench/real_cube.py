@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def score_cube(path: str, pair: int = 0) -> dict[str, float]:
     ds = xr.open_zarr(path).isel(pair=pair)
     pre, post = load_real_pair()
     if ds.east.shape != pre.shape:
-        raise SystemExit(f"{path}: {ds.east.shape} is not the real pair's grid {pre.shape}")
+        raise ValueError(f"{path}: {ds.east.shape} is not the real pair's grid {pre.shape}")
     res = abs(float(ds.x[1] - ds.x[0]))
     dx, dy = ds.east.values / res, -ds.north.values / res  # east = dx·res, north = −dy·res
     valid = ds.valid.values == 1
@@ -60,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("cube", help="the .zarr `microflow pair` wrote for the real pair")
     p.add_argument("--pair", type=int, default=0)
     args = p.parse_args(argv)
-    print(report(score_cube(args.cube, args.pair)))
+    try:
+        print(report(score_cube(args.cube, args.pair)))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
