@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .ncc import one_minus_ncc
 from .warp import warp
 
 
@@ -57,10 +58,8 @@ class SharpenConfig:
 
 
 def _mismatch(a: torch.Tensor, b: torch.Tensor, r: int) -> torch.Tensor:
-    """``1 − NCC`` of ``(B, 1, H, W)`` images over ``(2r+1)²`` windows, replicate-padded:
-    ``(B, 1, H, W)``."""
-    pad = (r, r, r, r)
-    return _mismatch_valid(F.pad(a, pad, mode="replicate"), F.pad(b, pad, mode="replicate"), r)
+    """``1 − NCC`` of ``(B, 1, H, W)`` images over ``(2r+1)²`` windows, replicate-padded."""
+    return one_minus_ncc(a, b, 2 * r + 1)
 
 
 def steep(flow: torch.Tensor, min_gradient: float) -> torch.Tensor:
@@ -237,8 +236,4 @@ class _BlockWindow:
 def _mismatch_valid(a: torch.Tensor, b: torch.Tensor, r: int) -> torch.Tensor:
     """``1 − NCC`` of ``(N, 1, L, L)`` blocks over ``(2r+1)²`` windows, no padding:
     ``(N, 1, L − 2r, L − 2r)``."""
-    k = 2 * r + 1
-    ma, mb = F.avg_pool2d(a, k, stride=1), F.avg_pool2d(b, k, stride=1)
-    va = (F.avg_pool2d(a * a, k, stride=1) - ma * ma).clamp_min(1e-6)
-    vb = (F.avg_pool2d(b * b, k, stride=1) - mb * mb).clamp_min(1e-6)
-    return 1.0 - (F.avg_pool2d(a * b, k, stride=1) - ma * mb) / torch.sqrt(va * vb)
+    return one_minus_ncc(a, b, 2 * r + 1, pad=False)

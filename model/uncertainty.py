@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .ncc import box_mean, one_minus_ncc
 from .warp import warp
 
 FEATURES = ("ncc7", "ncc15", "residual", "iteration_change", "roughness")
@@ -42,24 +42,6 @@ DEFAULT_MAX_SIGMA_PX = 0.15
 off by > 0.5 px; 0.15 left 8.1 % and 3.4 %, with 90.2 % of the cloud-free pixels valid
 (a false displacement is worse than a missing one). Re-checked with the step-37,800 model
 and fault sharpening (``python -m bench.sigma_table``): 9.1 % and 2.7 %, 92.3 % valid."""
-_VAR_FLOOR = 1e-4  # normalised units²: flat windows get NCC ~ 0, not a division by 0
-
-
-def _box(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Mean over ``k × k`` windows, same size (replicated border); separable, 2k not k²
-    operations per pixel."""
-    p = k // 2
-    x = F.pad(x, (p, p, p, p), mode="replicate")
-    return F.avg_pool2d(F.avg_pool2d(x, (1, k), stride=1), (k, 1), stride=1)
-
-
-def _one_minus_ncc(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
-    ma, mb = _box(a, k), _box(b, k)
-    va = (_box(a * a, k) - ma * ma).clamp(min=_VAR_FLOOR)
-    vb = (_box(b * b, k) - mb * mb).clamp(min=_VAR_FLOOR)
-    return 1.0 - (_box(a * b, k) - ma * mb) / torch.sqrt(va * vb)
-
-
 @torch.no_grad()
 def sigma_features(pre_n: torch.Tensor, post_n: torch.Tensor, flow: torch.Tensor,
                    previous: torch.Tensor, warp_mode: str = "bicubic") -> torch.Tensor:
@@ -72,11 +54,11 @@ def sigma_features(pre_n: torch.Tensor, post_n: torch.Tensor, flow: torch.Tensor
     d = flow.float()
     b = warp(post_n.float(), d, mode=warp_mode)
     feats = [
-        _one_minus_ncc(a, b, 7),
-        _one_minus_ncc(a, b, 15),
-        _box((a - b).abs(), 7),
+        one_minus_ncc(a, b, 7),
+        one_minus_ncc(a, b, 15),
+        box_mean((a - b).abs(), 7),
         torch.log(1e-3 + (d - previous.float()).abs().sum(1, keepdim=True)),
-        torch.log(1e-3 + (d - _box(d, 7)).abs().sum(1, keepdim=True)),
+        torch.log(1e-3 + (d - box_mean(d, 7)).abs().sum(1, keepdim=True)),
     ]
     return torch.cat(feats, dim=1)
 
