@@ -41,7 +41,7 @@ DEFAULT_MAX_SIGMA_PX = 0.15
 "Real imagery"): 0.25 left 15.3 % of the cloud pixels valid and 7.6 % of the valid pixels
 off by > 0.5 px; 0.15 left 8.1 % and 3.4 %, with 90.2 % of the cloud-free pixels valid
 (a false displacement is worse than a missing one). Re-checked with the step-37,800 model
-and fault sharpening (``python -m bench.sigma_table``): 9.1 % and 2.7 %, 92.3 % valid."""
+and fault sharpening (``python -m bench.sigma_table``): 9.2 % and 2.7 %, 92.3 % valid."""
 @torch.no_grad()
 def sigma_features(pre_n: torch.Tensor, post_n: torch.Tensor, flow: torch.Tensor,
                    previous: torch.Tensor, warp_mode: str = "bicubic") -> torch.Tensor:
