@@ -38,8 +38,10 @@ class SyntheticPair:
         flow: ``(2, H, W)`` float32 true ``(dx, dy)`` in pixels on the ``pre`` grid.
         fault_mask: ``(H, W)`` bool, pixels on the surface trace (all False for a
             blind fault or a translation).
-        valid: ``(H, W)`` bool, pixels whose truth is well defined (False where
-            ``post`` has no unique source, e.g. the gap or overlap of an opening fault).
+        valid: ``(H, W)`` bool on the ``pre`` grid, pixels whose truth can be measured:
+            False where ``post`` does not show that ground (hidden under the other side
+            of a fault whose sides converge, see :func:`visible_in_post`; thick cloud or
+            open water of a realistic change).
         params: the random parameters that made the pair.
     """
 
@@ -97,6 +99,32 @@ def source_coords(fn: DisplacementFn, shape: tuple[int, int], iterations: int = 
     dx, dy = fn(xc, xr)
     converged = np.maximum(np.abs(xr + dy - rows), np.abs(xc + dx - cols)) < 1e-2
     return xr, xc, converged
+
+
+def visible_in_post(fn: DisplacementFn, shape: tuple[int, int], iterations: int = 30,
+                    tol: float = 1e-4, agree_px: float = 0.1) -> np.ndarray:
+    """``(H, W)`` bool on the ``pre`` grid: the ground at ``x`` is what ``post`` shows at
+    ``y = x + d(x)``.
+
+    ``post`` at ``y`` shows the ground that the fixed point ``x ← y − d(x)`` started at
+    ``y`` reaches (as :func:`source_coords` builds it). Where the two sides of a fault
+    converge, two ground points land on the same ``y``; ``post`` shows one of them and
+    the other is hidden: no image can measure its displacement, so it is not valid.
+    A pixel counts as visible when the fixed point comes back to within ``agree_px`` px.
+    """
+    h, w = shape
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
+    dx, dy = fn(cols, rows)
+    yr, yc = rows + dy, cols + dx
+    xr, xc = yr.copy(), yc.copy()
+    for _ in range(iterations):
+        ddx, ddy = fn(xc, xr)
+        nr, nc = yr - ddy, yc - ddx
+        step = np.maximum(np.abs(nr - xr), np.abs(nc - xc))
+        xr, xc = nr, nc
+        if step.max() < tol:
+            break
+    return np.hypot(xr - rows, xc - cols) < agree_px
 
 
 def resample_post(texture: np.ndarray, fn: DisplacementFn, shape: tuple[int, int],
@@ -279,8 +307,9 @@ def make_pair(texture: np.ndarray, rng: np.random.Generator, size: tuple[int, in
     rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
     dx, dy = fn(cols, rows)
     flow = np.stack([dx, dy]).astype(np.float32)
-    xr, xc, valid = source_coords(fn, size)
+    xr, xc, _ = source_coords(fn, size)
     post = _sample(texture, xr, xc, (r0, c0))
+    valid = visible_in_post(fn, size)
     pre = pre.astype(np.float32)
     if temporal_change and isinstance(change, RealisticChange):
         pre, post, hidden, effects = apply_realistic_change(pre, post, rng, change, flow,

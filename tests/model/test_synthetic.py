@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from model.metrics import near_fault
-from model.synthetic import RANGES, fractal_texture, make_pair
+from model.synthetic import RANGES, fractal_texture, make_pair, resample_post
 from model.warp import warp
 
 
@@ -130,3 +130,37 @@ def test_generate_samples_mixes_in_realistic_change_and_records_it(texture):
     del d["realistic"]  # a sample file written before the field existed
     loaded = SampleSet.from_dict(d)
     assert loaded.realistic.shape == (6,) and not loaded.realistic.any()
+
+
+def test_ground_hidden_under_a_converging_fault_is_not_valid(texture):
+    """A thrust whose sides move 8 px towards each other: post shows one side of the
+    overlap, so the other side's pre pixels there cannot be measured. They are marked not
+    valid on the pre grid, and only they: where valid, warp(post, d) is pre."""
+    from model.okada import Fault
+    from model.synthetic import SyntheticPair, fault_field, trace_mask, visible_in_post
+
+    size = (128, 128)
+    fault = Fault(east=64.3, north=-64.0, top_depth=0.0, strike_deg=0.0, dip_deg=30.0,
+                  length=2000.0, width=400.0, rake_deg=90.0, slip=9.0)
+    fn = fault_field(fault)
+    rows, cols = np.mgrid[0:128, 0:128].astype(float)
+    flow = np.stack(fn(cols, rows)).astype(np.float32)
+    post, _ = resample_post(texture, fn, size, origin=(40, 40))
+    valid = visible_in_post(fn, size)
+    pair = SyntheticPair(texture[40:168, 40:168].astype(np.float32), post, flow,
+                         trace_mask(fault, size), valid)
+    jump = flow[0, 64, 70] - flow[0, 64, 58]
+    assert jump < -6  # the east side moves west onto the west side: they converge
+    hidden = ~valid
+    hidden[:, :14] = hidden[:, -14:] = False
+    hidden[:14] = hidden[-14:] = False
+    assert hidden.sum() > 4 * 100  # a band at least 4 px wide along 100 rows
+    assert near_fault(pair.fault_mask, 12)[hidden].all()  # only next to the trace
+    err = _warp_error(pair)
+    core = np.zeros_like(valid)
+    core[14:-14, 14:-14] = True
+    assert err[core & valid & ~near_fault(pair.fault_mask, 1)].mean() < 0.05
+    assert err[hidden].mean() > 10 * err[core & valid].mean()
+    # a uniform shift hides nothing
+    assert visible_in_post(lambda c, r: (np.full_like(c, 2.5), np.full_like(r, -1.5)),
+                           size).all()
