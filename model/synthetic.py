@@ -88,17 +88,25 @@ def source_coords(fn: DisplacementFn, shape: tuple[int, int], iterations: int = 
     """
     h, w = shape
     rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
-    xr, xc = rows.copy(), cols.copy()
+    xr, xc = _fixed_point(fn, rows, cols, iterations, tol)
+    dx, dy = fn(xc, xr)
+    converged = np.maximum(np.abs(xr + dy - rows), np.abs(xc + dx - cols)) < 1e-2
+    return xr, xc, converged
+
+
+def _fixed_point(fn: DisplacementFn, yr: np.ndarray, yc: np.ndarray, iterations: int,
+                 tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """``x ← y − d(x)`` from ``x = y`` (``rows``, ``cols`` arrays, px) until no pixel moves
+    by ``tol`` px or after ``iterations``: the ground point ``post`` shows at ``y``."""
+    xr, xc = yr.copy(), yc.copy()
     for _ in range(iterations):
         dx, dy = fn(xc, xr)
-        nr, nc = rows - dy, cols - dx
+        nr, nc = yr - dy, yc - dx
         step = np.maximum(np.abs(nr - xr), np.abs(nc - xc))
         xr, xc = nr, nc
         if step.max() < tol:
             break
-    dx, dy = fn(xc, xr)
-    converged = np.maximum(np.abs(xr + dy - rows), np.abs(xc + dx - cols)) < 1e-2
-    return xr, xc, converged
+    return xr, xc
 
 
 def visible_in_post(fn: DisplacementFn, shape: tuple[int, int], iterations: int = 30,
@@ -115,15 +123,7 @@ def visible_in_post(fn: DisplacementFn, shape: tuple[int, int], iterations: int 
     h, w = shape
     rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
     dx, dy = fn(cols, rows)
-    yr, yc = rows + dy, cols + dx
-    xr, xc = yr.copy(), yc.copy()
-    for _ in range(iterations):
-        ddx, ddy = fn(xc, xr)
-        nr, nc = yr - ddy, yc - ddx
-        step = np.maximum(np.abs(nr - xr), np.abs(nc - xc))
-        xr, xc = nr, nc
-        if step.max() < tol:
-            break
+    xr, xc = _fixed_point(fn, rows + dy, cols + dx, iterations, tol)
     return np.hypot(xr - rows, xc - cols) < agree_px
 
 
