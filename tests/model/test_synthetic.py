@@ -1,9 +1,21 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from model.metrics import near_fault
-from model.synthetic import RANGES, fractal_texture, make_pair, resample_post
+from model.okada import Fault
+from model.synthetic import (
+    RANGES,
+    SyntheticPair,
+    fault_field,
+    fractal_texture,
+    make_pair,
+    resample_post,
+    trace_mask,
+    visible_in_post,
+)
 from model.warp import warp
 
 
@@ -11,6 +23,18 @@ def _warp_error(pair):
     post = torch.from_numpy(pair.post)[None, None]
     d = torch.from_numpy(pair.flow)[None]
     return np.abs(warp(post, d)[0, 0].numpy() - pair.pre)
+
+
+def _pair_from_fault(texture, fault):
+    """``fault`` (pixel units) over a 128² crop of ``texture`` at (40, 40): its
+    displacement function and the pair, ``valid`` as the ``post``-grid fixed point gives
+    it (:func:`resample_post`)."""
+    fn = fault_field(fault)
+    rows, cols = np.mgrid[0:128, 0:128].astype(float)
+    flow = np.stack(fn(cols, rows)).astype(np.float32)
+    post, valid = resample_post(texture, fn, (128, 128), origin=(40, 40))
+    pre = texture[40:168, 40:168].astype(np.float32)
+    return fn, SyntheticPair(pre, post, flow, trace_mask(fault, (128, 128)), valid)
 
 
 @pytest.mark.parametrize("rng_name", ["translation", "very_small", "small", "large"])
@@ -34,19 +58,10 @@ def test_fixed_point_is_exact_right_next_to_a_surface_rupture(texture):
     """post is built from x + d(x) = y with d evaluated exactly, so pixels 2-4 px from a
     strike-slip trace with a 6 px jump (inside the smoothing window of any interpolated
     shortcut) are right."""
-    from model.okada import Fault
-    from model.synthetic import SyntheticPair, fault_field, resample_post, trace_mask
-
-    size = (128, 128)
-    fault = Fault(east=64.3, north=-64.0, top_depth=0.0, strike_deg=20.0, dip_deg=90.0,
-                  length=2000.0, width=400.0, rake_deg=180.0, slip=6.0)
-    fn = fault_field(fault)
-    rows, cols = np.mgrid[0:128, 0:128].astype(float)
-    flow = np.stack(fn(cols, rows)).astype(np.float32)
-    post, valid = resample_post(texture, fn, size, origin=(40, 40))
-    pre = texture[40:168, 40:168].astype(np.float32)
-    mask = trace_mask(fault, size)
-    pair = SyntheticPair(pre, post, flow, mask, valid)
+    _, pair = _pair_from_fault(texture, Fault(
+        east=64.3, north=-64.0, top_depth=0.0, strike_deg=20.0, dip_deg=90.0,
+        length=2000.0, width=400.0, rake_deg=180.0, slip=6.0))
+    flow, mask, valid = pair.flow, pair.fault_mask, pair.valid
     assert np.ptp(flow) > 5.0
     band = near_fault(mask, 4) & ~near_fault(mask, 2)
     band[:14] = band[-14:] = False
@@ -136,19 +151,13 @@ def test_ground_hidden_under_a_converging_fault_is_not_valid(texture):
     """A thrust whose sides move 8 px towards each other: post shows one side of the
     overlap, so the other side's pre pixels there cannot be measured. They are marked not
     valid on the pre grid, and only they: where valid, warp(post, d) is pre."""
-    from model.okada import Fault
-    from model.synthetic import SyntheticPair, fault_field, trace_mask, visible_in_post
-
     size = (128, 128)
-    fault = Fault(east=64.3, north=-64.0, top_depth=0.0, strike_deg=0.0, dip_deg=30.0,
-                  length=2000.0, width=400.0, rake_deg=90.0, slip=9.0)
-    fn = fault_field(fault)
-    rows, cols = np.mgrid[0:128, 0:128].astype(float)
-    flow = np.stack(fn(cols, rows)).astype(np.float32)
-    post, _ = resample_post(texture, fn, size, origin=(40, 40))
+    fn, pair = _pair_from_fault(texture, Fault(
+        east=64.3, north=-64.0, top_depth=0.0, strike_deg=0.0, dip_deg=30.0,
+        length=2000.0, width=400.0, rake_deg=90.0, slip=9.0))
     valid = visible_in_post(fn, size)
-    pair = SyntheticPair(texture[40:168, 40:168].astype(np.float32), post, flow,
-                         trace_mask(fault, size), valid)
+    pair = replace(pair, valid=valid)
+    flow = pair.flow
     jump = flow[0, 64, 70] - flow[0, 64, 58]
     assert jump < -6  # the east side moves west onto the west side: they converge
     hidden = ~valid
