@@ -127,6 +127,26 @@ def visible_in_post(fn: DisplacementFn, shape: tuple[int, int], iterations: int 
     return np.hypot(xr - rows, xc - cols) < agree_px
 
 
+def post_ground(fn: DisplacementFn, shape: tuple[int, int], texture_shape: tuple[int, int],
+                origin: tuple[int, int] = (0, 0), iterations: int = 30, tol: float = 1e-4
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ground ``post`` shows at each pixel, as ``pre``-grid ``rows``, ``cols`` (float64).
+
+    Where the fixed point of :func:`source_coords` converged, that ground. Where it did not,
+    no ground lands: a fault opened there, and the iteration, swinging between the two
+    sides, would end on ground that ``post`` also shows beside the gap, so one ``pre``
+    pixel would match two places. Those pixels show ground from half the texture away in
+    both axes (wrapped into ``texture_shape``, ``pre`` at ``origin`` inside it), far
+    beyond any displacement the ranges draw: ground new to that neighbourhood, as a scarp
+    or freshly exposed soil is. Also returns the bool ``(H, W)`` convergence mask.
+    """
+    xr, xc, converged = source_coords(fn, shape, iterations, tol)
+    (th, tw), (r0, c0) = texture_shape, origin
+    xr = np.where(converged, xr, (xr + r0 + th / 2) % th - r0)
+    xc = np.where(converged, xc, (xc + c0 + tw / 2) % tw - c0)
+    return xr, xc, converged
+
+
 def resample_post(texture: np.ndarray, fn: DisplacementFn, shape: tuple[int, int],
                   origin: tuple[int, int] = (0, 0), iterations: int = 30, tol: float = 1e-4
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -139,10 +159,10 @@ def resample_post(texture: np.ndarray, fn: DisplacementFn, shape: tuple[int, int
         origin: ``(r0, c0)`` of ``pre`` inside ``texture``.
 
     Returns:
-        ``post`` ``(H, W)`` float32, and a bool ``(H, W)`` mask of the pixels where the
-        fixed point converged (the truth is unique there).
+        ``post`` ``(H, W)`` float32 (where a fault opens, new ground: :func:`post_ground`),
+        and a bool ``(H, W)`` mask of the pixels where the fixed point converged.
     """
-    xr, xc, converged = source_coords(fn, shape, iterations, tol)
+    xr, xc, converged = post_ground(fn, shape, texture.shape, origin, iterations, tol)
     return _sample(texture, xr, xc, origin), converged
 
 
@@ -307,7 +327,7 @@ def make_pair(texture: np.ndarray, rng: np.random.Generator, size: tuple[int, in
     rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
     dx, dy = fn(cols, rows)
     flow = np.stack([dx, dy]).astype(np.float32)
-    xr, xc, _ = source_coords(fn, size)
+    xr, xc, _ = post_ground(fn, size, texture.shape, (r0, c0))
     post = _sample(texture, xr, xc, (r0, c0))
     valid = visible_in_post(fn, size)
     pre = pre.astype(np.float32)

@@ -173,3 +173,26 @@ def test_ground_hidden_under_a_converging_fault_is_not_valid(texture):
     # a uniform shift hides nothing
     assert visible_in_post(lambda c, r: (np.full_like(c, 2.5), np.full_like(r, -1.5)),
                            size).all()
+
+
+def test_an_opening_fault_shows_new_ground_in_its_gap_not_ground_from_beside_it(texture):
+    """A normal fault whose sides move 5.7 px apart: no ground lands in the gap post
+    opens. What post shows there matches no nearby pre ground under any shift up to 12 px,
+    so no pre pixel is seen twice; every pre pixel is still seen once, and valid."""
+    fn, pair = _pair_from_fault(texture, Fault(
+        east=64.3, north=-64.0, top_depth=0.0, strike_deg=0.0, dip_deg=50.0,
+        length=2000.0, width=400.0, rake_deg=-90.0, slip=9.0))
+    assert pair.flow[0, 64, 70] - pair.flow[0, 64, 58] > 5  # the sides move apart
+    gap = ~pair.valid  # resample_post's mask: where no ground lands in post
+    gap[:20] = gap[-20:] = False
+    assert gap.sum() > 4 * 88 and near_fault(pair.fault_mask, 6)[gap].all()
+    beside = np.roll(gap, 8, axis=1) & ~np.roll(gap, -8, axis=1)
+
+    def best_match(mask):  # best correlation of post[mask] with pre shifted by ≤ 12 px
+        r, c = np.nonzero(mask)
+        return max(np.corrcoef(pair.post[r, c], pair.pre[r + sr, c + sc])[0, 1]
+                   for sr in range(-12, 13) for sc in range(-12, 13))
+
+    assert best_match(beside) > 0.99  # ground beside the gap is found
+    assert best_match(gap) < 0.5  # (0.79 when the gap repeated ground from its sides)
+    assert visible_in_post(fn, (128, 128)).all()
