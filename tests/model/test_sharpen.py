@@ -27,15 +27,15 @@ from model.synthetic import resample_post
 STEP_PX, H, W = 3.0, 96, 128  # a 3 px eastward step across a vertical fault at col 64
 
 
-def _fault_pair(texture):
+def _fault_pair(texture, step_px: float = STEP_PX):
     def fn(cols, rows):
-        return np.where(cols >= W / 2, STEP_PX, 0.0), np.zeros_like(rows)
+        return np.where(cols >= W / 2, step_px, 0.0), np.zeros_like(rows)
 
     post, _ = resample_post(texture, fn, (H, W), origin=(40, 40))
     pre = texture[40:40 + H, 40:40 + W]
     cols = np.arange(W)[None, :].repeat(H, 0)
-    truth = np.stack([np.where(cols >= W / 2, STEP_PX, 0.0), np.zeros((H, W))])
-    smeared = np.stack([STEP_PX * (0.5 + 0.5 * np.tanh((cols - W / 2 + 0.5) / 4.0)),
+    truth = np.stack([np.where(cols >= W / 2, step_px, 0.0), np.zeros((H, W))])
+    smeared = np.stack([step_px * (0.5 + 0.5 * np.tanh((cols - W / 2 + 0.5) / 4.0)),
                         np.zeros((H, W))])
     as_t = [torch.from_numpy(np.asarray(x, np.float32))[None] for x in (pre, post)]
     return normalize(as_t[0][None]), normalize(as_t[1][None]), truth, smeared
@@ -120,18 +120,26 @@ def test_later_passes_carry_clean_values_nearer_a_wide_smear(texture):
     assert err(SharpenConfig(passes=(wide, wide))) < 0.8 * err(SharpenConfig(passes=(wide,)))
 
 
-def test_narrow_last_passes_place_the_step_nearer_the_trace(texture):
-    pre_n, post_n, truth, smeared = _fault_pair(texture)
-    flow = torch.from_numpy(smeared[None].astype(np.float32))
+def test_narrow_last_passes_put_a_misplaced_step_back_on_the_trace(texture):
+    """A sharp step 2–3 px off the trace, either way, as the network leaves some: the
+    narrow passes (windows of 5 × 5 px and less) put it back nearer the trace than the
+    wide passes alone do."""
     band = np.zeros((H, W), bool)
-    band[8:-8, W // 2 - 4:W // 2 + 4] = True  # within a 7 × 7 window's reach of the trace
-
-    def err(config):
-        out = sharpen_field(pre_n, post_n, flow, config)[0].numpy()
-        return float(np.hypot(*(out - truth))[band].mean())
-
-    wide = SharpenConfig(passes=SharpenConfig().passes[:3])
-    assert err(SharpenConfig()) < 0.95 * err(wide)
+    band[8:-8, W // 2 - 4:W // 2 + 4] = True
+    config = SharpenConfig()
+    wide = replace(config, passes=tuple(p for p in config.passes if p.radius >= 3))
+    assert 0 < len(wide.passes) < len(config.passes)
+    cols = np.arange(W)[None, :].repeat(H, 0)
+    errors = {"all": [], "wide": []}
+    for step in (3.0, 6.0):
+        pre_n, post_n, truth, _ = _fault_pair(texture, step)
+        for off in (-3, -2, 2, 3):
+            moved = np.stack([np.where(cols >= W / 2 + off, step, 0.0), np.zeros((H, W))])
+            flow = torch.from_numpy(moved[None].astype(np.float32))
+            for name, c in (("all", config), ("wide", wide)):
+                out = sharpen_field(pre_n, post_n, flow, c)[0].numpy()
+                errors[name].append(float(np.hypot(*(out - truth))[band].mean()))
+    assert np.mean(errors["all"]) < 0.8 * np.mean(errors["wide"])
 
 
 def test_a_pass_without_a_window_is_refused():
