@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from model.correlator_start import correlator_init
-from model.dataset import RANGE_NAMES, SampleSet
+from model.dataset import RANGE_NAMES, load_samples
 from model.inference import final_iterates, flip_average
 from model.microflow import MicroFlow
 from model.normalize import normalize
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weights", default=None, help="model name or .safetensors")
     p.add_argument("--per-range", type=int, default=16)
     args = p.parse_args(argv)
-    s = SampleSet.from_dict(np.load(args.val))
+    s = load_samples(args.val)
     sel = np.concatenate([np.flatnonzero(s.range_idx == i)[:args.per_range]
                           for i in range(len(RANGE_NAMES))])
     model = load_model(args.weights, device="cpu").eval()

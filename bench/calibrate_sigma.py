@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy import stats as sstats
 
-from model.dataset import SampleSet
+from model.dataset import SampleSet, load_samples
 from model.inference import final_iterates, get_model
 from model.normalize import normalize
 from model.precision import use_bf16
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.weights or default_model_name("cpu")
     path = resolve_weights(name)
     model = get_model(str(path), torch.device("cpu"))
-    parts = [collect(model, SampleSet.from_dict(np.load(v))) for v in args.val]
+    parts = [collect(model, load_samples(v)) for v in args.val]
     feats = np.concatenate([f for f, _ in parts])
     errs = np.concatenate([e for _, e in parts])
     sm = fit_sigma_model(feats, errs, calibration=f"{len(errs)} pixels of "

@@ -33,7 +33,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     """Download the Landsat textures and pre-generate training/validation samples."""
     import numpy as np
 
-    from model.dataset import generate_samples
+    from model.dataset import generate_samples, sample_file_version
+    from model.synthetic import GENERATOR_VERSION
     from pipeline.textures import cache_dir, training_crops
 
     out = Path(args.out) if args.out else cache_dir() / "samples"
@@ -47,8 +48,12 @@ def cmd_data(args: argparse.Namespace) -> int:
         mix += f"-t{variety:g}" if variety > 0 else ""
         path = out / f"{split}-{args.size}-{args.seed}{mix}.npz"
         if path.is_file() and not args.force:
-            logging.info("%s exists, skipping (use --force to rebuild)", path)
-            continue
+            made_by = sample_file_version(path)
+            if made_by == GENERATOR_VERSION:
+                logging.info("%s exists, skipping (use --force to rebuild)", path)
+                continue
+            logging.warning("%s was made by generator version %d, this is version %d: "
+                            "rebuilding it", path, made_by, GENERATOR_VERSION)
         rng = np.random.default_rng(args.seed + (0 if split == "train" else 1))
         crops = training_crops(split, max(n // 4, 8), args.size + 32, rng, variety)
         logging.info("generating %d %s pairs of %d px from %d crops (%.0f %% not Landsat)",
@@ -65,16 +70,14 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train MicroFlow (resumes from the checkpoint in --out)."""
-    import numpy as np
     import torch
 
-    from model.dataset import SampleSet
+    from model.dataset import load_samples
     from model.train import TrainConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    tr = SampleSet.from_dict(np.load(args.train))
-    va = SampleSet.from_dict(np.load(args.val))
+    tr, va = load_samples(args.train), load_samples(args.val)
     cfg = TrainConfig(config=args.config, name=args.name or f"microflow-{args.config}",
                       batch=args.batch, crop=args.crop, lr=args.lr, steps=args.steps,
                       minutes=args.minutes, curriculum_steps=args.curriculum_steps,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from .metrics import FAULT_NEIGHBOURHOOD_PX, near_fault
-from .synthetic import RANGES, TemporalChange, make_pair
+from .synthetic import GENERATOR_VERSION, RANGES, TemporalChange, make_pair
 from .temporal_change import RealisticChange
 
 RANGE_NAMES = list(RANGES)  # index <-> name in sample sets
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -19,7 +21,9 @@ class SampleSet:
     (px), ``valid``/``fault`` ``(n, H, W)`` bool, ``range_idx`` ``(n,)`` into
     ``RANGE_NAMES``, ``change`` ``(n,)`` bool (temporal change applied), ``realistic``
     ``(n,)`` bool (that change was a ``RealisticChange``; False in files written before it
-    existed), ``peak`` ``(n,)`` the largest displacement magnitude, px."""
+    existed), ``peak`` ``(n,)`` the largest displacement magnitude, px;
+    ``generator_version`` the :data:`model.synthetic.GENERATOR_VERSION` that made them (0 in
+    files written before it was recorded)."""
 
     pre: np.ndarray
     post: np.ndarray
@@ -30,10 +34,12 @@ class SampleSet:
     change: np.ndarray
     peak: np.ndarray
     realistic: np.ndarray | None = None
+    generator_version: int = 0
 
     def __post_init__(self) -> None:
         if self.realistic is None:
             self.realistic = np.zeros(len(self.pre), bool)
+        self.generator_version = int(self.generator_version)
 
     def __len__(self) -> int:
         return len(self.pre)
@@ -44,6 +50,27 @@ class SampleSet:
     @classmethod
     def from_dict(cls, d) -> SampleSet:
         return cls(**{k: np.asarray(d[k]) for k in cls.__dataclass_fields__ if k in d})
+
+    @property
+    def stale(self) -> bool:
+        """Made by an older generator than this code's (pairs or ``valid`` differ)."""
+        return self.generator_version != GENERATOR_VERSION
+
+
+def load_samples(path) -> SampleSet:
+    """A sample ``.npz`` as a :class:`SampleSet`, with a warning if an older generator made it."""
+    samples = SampleSet.from_dict(np.load(path))
+    if samples.stale:
+        log.warning("%s was made by generator version %d, this is version %d; `microflow "
+                    "data` rebuilds it", path, samples.generator_version, GENERATOR_VERSION)
+    return samples
+
+
+def sample_file_version(path) -> int:
+    """The generator version a sample ``.npz`` was written with (0: not recorded), read
+    without loading its arrays."""
+    with np.load(path) as d:
+        return int(d["generator_version"]) if "generator_version" in d.files else 0
 
 
 def loss_weights(samples: SampleSet, fault_weight: float = 0.0,
@@ -76,7 +103,8 @@ def generate_samples(textures: list[np.ndarray], n: int, size: int, rng: np.rand
     """
     ranges = ranges or RANGE_NAMES
     realistic = realistic or RealisticChange()
-    out: dict[str, list] = {k: [] for k in SampleSet.__dataclass_fields__}
+    out: dict[str, list] = {k: [] for k in SampleSet.__dataclass_fields__
+                            if k != "generator_version"}
     for i in range(n):
         name = ranges[i % len(ranges)]
         tex = textures[int(rng.integers(len(textures)))]
@@ -94,7 +122,8 @@ def generate_samples(textures: list[np.ndarray], n: int, size: int, rng: np.rand
         out["change"].append(pair.params["temporal_change"])
         out["realistic"].append(pair.params["realistic"])
         out["peak"].append(float(np.hypot(*pair.flow).max()))
-    return SampleSet(**{k: np.asarray(v) for k, v in out.items()})
+    return SampleSet(**{k: np.asarray(v) for k, v in out.items()},
+                     generator_version=GENERATOR_VERSION)
 
 
 def augment_batch(pre: np.ndarray, post: np.ndarray, flow: np.ndarray, valid: np.ndarray,

@@ -75,6 +75,12 @@ def fractal_texture(shape: tuple[int, int], rng: np.random.Generator, beta: floa
     return fractal_noise(shape, rng, beta)
 
 
+GENERATOR_VERSION = 3
+"""Bumped whenever the pairs or their ``valid`` change for the same seed, so that sample
+files from an older generator are found stale: 1, the first; 2, ``valid`` on the ``pre``
+grid (hidden ground not valid); 3, new ground in a fault's gap (:func:`post_ground`)."""
+
+
 def source_coords(fn: DisplacementFn, shape: tuple[int, int], iterations: int = 30,
                   tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ground (``pre``-grid) position seen at each ``post`` pixel.

@@ -71,3 +71,33 @@ def test_console_script_runs():
     res = subprocess.run([sys.executable, "-m", "flows.cli", "--help"], capture_output=True,
                          text=True)
     assert res.returncode == 0 and "microflow" in res.stdout
+
+
+def test_data_rebuilds_sample_files_an_older_generator_made_and_keeps_current_ones(
+        tmp_path, caplog):
+    """`microflow data` skips a current sample file, and rebuilds one written before the
+    generator recorded its version (procedural textures only: nothing to download)."""
+    import numpy as np
+
+    from model.dataset import load_samples, sample_file_version
+    from model.synthetic import GENERATOR_VERSION
+
+    argv = ["data", "--train-samples", "4", "--val-samples", "0", "--texture-variety", "1",
+            "--size", "48", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    (path,) = tmp_path.glob("train-48-*.npz")
+    assert sample_file_version(path) == GENERATOR_VERSION
+    assert not load_samples(path).stale
+    mtime = path.stat().st_mtime_ns
+    assert main(argv) == 0
+    assert path.stat().st_mtime_ns == mtime  # current: kept
+
+    with np.load(path) as d:  # as a file from before versions were recorded
+        old = {k: d[k] for k in d.files if k != "generator_version"}
+    np.savez(path, **old)
+    assert sample_file_version(path) == 0
+    with caplog.at_level("WARNING"):
+        assert load_samples(path).stale
+        assert main(argv) == 0
+    assert "version 0" in caplog.text and "rebuild" in caplog.text
+    assert sample_file_version(path) == GENERATOR_VERSION
