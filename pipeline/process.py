@@ -33,7 +33,7 @@ from .fingerprint import file_fingerprint, item_fingerprint, pair_key
 from .graph import finish_graph, fit_ramp, measure_graph, pixel_size, scene_stats
 from .infer import workers_have_gpus
 from .model_ref import resolve_model
-from .writer import PairMeta, open_pair, write_stage
+from .writer import PairMeta, open_pair, refuse_other_identity, write_stage
 
 log = logging.getLogger(__name__)
 MIN_SIZE = 64
@@ -136,14 +136,33 @@ def provenance(cfg: RunConfig, model, source: PairSource) -> dict:
     }
 
 
+def _keys(source: PairSource, cfg: RunConfig, device_types: tuple[str, ...]) -> set[str]:
+    """The pair's identity for each device type the run may pick (the default weights
+    can differ between CPU and GPU)."""
+    return {pair_key(*source.fingerprints, resolve_model(cfg.model.weights, d).sha256,
+                     cfg.numbers_key()) for d in device_types}
+
+
+def _refuse_early(out: str | Path, source: PairSource, cfg: RunConfig) -> None:
+    """:class:`writer.PairExistsError` before any cluster starts, when the cube at ``out``
+    holds these scenes under an identity that no device this run could pick gives."""
+    device_types = (cfg.model.device.split(":")[0],) if cfg.model.device else ("cpu", "cuda")
+    meta = source.meta
+    entries = [e for e in cube.pairs(out) if (e.pre_id, e.post_id) == (meta.pre_id,
+                                                                        meta.post_id)]
+    refuse_other_identity(out, entries, meta, _keys(source, cfg, device_types),
+                          cfg.output.if_exists)
+
+
 def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
                  out: str | Path | None = None, progress: bool = True) -> PairResult:
     """Process one pair into the cube ``out`` (default ``cfg.output.out``); see the module
     docstring. ``client``: a ``distributed.Client`` (default: per ``cfg.cluster``).
 
     Raises ``writer.PairExistsError`` when the cube holds these scenes from other inputs or
-    settings, ``writer.BlockFailedError`` when a block fails (finished blocks are kept: a
-    rerun resumes), ValueError for unusable inputs (before any cluster starts).
+    settings (before any cluster starts), ``writer.BlockFailedError`` when a block fails
+    (finished blocks are kept: a rerun resumes), ValueError for unusable inputs (before any
+    cluster starts).
     """
     from .cluster import dask_client, log_worker_memory
 
@@ -151,8 +170,9 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
     out = stores.normalize(out or cfg.output.out)  # a Path, or an s3:// URL as str
     pair = source.load(cfg.tiling.tile)
     _check_pair(pair)  # all before any cluster starts: size, grid, output path, pixels
-    cube.check_target(out, x=pair.x.values, y=pair.y.values, crs=pair.rio.crs,
-                      chunk=cfg.tiling.tile)
+    if cube.check_target(out, x=pair.x.values, y=pair.y.values, crs=pair.rio.crs,
+                         chunk=cfg.tiling.tile):
+        _refuse_early(out, source, cfg)
     stats = scene_stats(pair)
     xres, yres = pixel_size(pair)
     with dask_client(cfg.cluster, client, pixels=pair.sizes["y"] * pair.sizes["x"]) as c:

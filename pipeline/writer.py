@@ -55,6 +55,7 @@ def open_pair(out: str | Path, *, x: np.ndarray, y: np.ndarray, crs, tile: int, 
     cube.create_cube(out, x=x, y=y, crs=crs, chunk=tile, attrs=attrs)
     entries = [e for e in cube.pairs(out) if (e.pre_id, e.post_id) == (meta.pre_id,
                                                                         meta.post_id)]
+    refuse_other_identity(out, entries, meta, {key}, if_exists)
     same = [e for e in entries if e.key == key]
     if same:
         log.info("%s already holds pair %d (%s -> %s) with the same inputs and settings: "
@@ -67,13 +68,19 @@ def open_pair(out: str | Path, *, x: np.ndarray, y: np.ndarray, crs, tile: int, 
                     index, meta.pre_id, meta.post_id, out)
         cube.reset_pair(out, index, key=key, attrs=provenance, **times)
         return index
-    if entries and if_exists != "append":
+    return cube.add_pair(out, pre_id=meta.pre_id, post_id=meta.post_id, attrs=provenance,
+                         key=key, **times)
+
+
+def refuse_other_identity(out: str | Path, entries: list, meta: PairMeta, keys: set[str],
+                          if_exists: str) -> None:
+    """Raise :class:`PairExistsError` when ``if_exists`` is ``"resume"`` and the cube's
+    ``entries`` for these scenes hold none of ``keys`` (the identities the run may have)."""
+    if entries and if_exists == "resume" and not any(e.key in keys for e in entries):
         raise PairExistsError(
             f"{out} already holds {meta.pre_id} -> {meta.post_id} (pair {entries[-1].index}) "
             "computed from other input files or settings; rerun with --append to add this "
             "result as a new pair, or --overwrite to replace it")
-    return cube.add_pair(out, pre_id=meta.pre_id, post_id=meta.post_id, attrs=provenance,
-                         key=key, **times)
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):

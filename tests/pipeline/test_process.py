@@ -175,6 +175,19 @@ def test_rerunning_the_same_pair_resumes_and_changed_inputs_are_refused(pair_cub
     assert res.returncode == 1 and "--overwrite" in res.stderr.strip().splitlines()[-1]
 
 
+def test_changed_inputs_are_refused_before_any_cluster_starts(pair_cube, tmp_path):
+    """Other pixels under the cube's file names are refused without reaching for a Dask
+    scheduler (here one that does not exist), so nothing starts only to be torn down."""
+    path, _ = pair_cube
+    other = tmp_path / "b"
+    other.mkdir()
+    a, b = _shifted(-DX, DY)
+    cfg = _cfg(path, dask_address="tcp://127.0.0.1:9")
+    src = geotiff_source(_write(other / "pre.tif", a), _write(other / "post.tif", b), cfg)
+    with pytest.raises(PairExistsError, match=r"--append.*--overwrite"):
+        process_pair(src, cfg, progress=False)
+
+
 def _cfg(out: Path, **kw) -> RunConfig:
     settings = dict(out=str(out), tile=128, halo=32, quicklooks=False, ramp="keep")
     return RunConfig.from_flat(**{**settings, **kw})
