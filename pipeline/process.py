@@ -136,11 +136,9 @@ def provenance(cfg: RunConfig, model, source: PairSource) -> dict:
     }
 
 
-def _keys(source: PairSource, cfg: RunConfig, device_types: tuple[str, ...]) -> set[str]:
-    """The pair's identity for each device type the run may pick (the default weights
-    can differ between CPU and GPU)."""
-    return {pair_key(*source.fingerprints, resolve_model(cfg.model.weights, d).sha256,
-                     cfg.numbers_key()) for d in device_types}
+def _key(source: PairSource, cfg: RunConfig, weights_sha256: str) -> str:
+    """The pair's identity: its inputs, the weights and every number of the run."""
+    return pair_key(*source.fingerprints, weights_sha256, cfg.numbers_key())
 
 
 def _refuse_early(out: str | Path, source: PairSource, cfg: RunConfig) -> None:
@@ -150,8 +148,9 @@ def _refuse_early(out: str | Path, source: PairSource, cfg: RunConfig) -> None:
     meta = source.meta
     entries = [e for e in cube.pairs(out) if (e.pre_id, e.post_id) == (meta.pre_id,
                                                                         meta.post_id)]
-    refuse_other_identity(out, entries, meta, _keys(source, cfg, device_types),
-                          cfg.output.if_exists)
+    # the default weights can differ between CPU and GPU: refuse only if neither matches
+    keys = {_key(source, cfg, resolve_model(cfg.model.weights, d).sha256) for d in device_types}
+    refuse_other_identity(out, entries, meta, keys, cfg.output.if_exists)
 
 
 def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
@@ -179,7 +178,7 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
         gpu = workers_have_gpus(c)
         device = cfg.model.device or ("cuda" if gpu else "cpu")
         model = resolve_model(cfg.model.weights, device.split(":")[0])
-        key = pair_key(*source.fingerprints, model.sha256, cfg.numbers_key())
+        key = _key(source, cfg, model.sha256)
         attrs = provenance(cfg, model, source)
         index = open_pair(out, x=pair.x.values, y=pair.y.values, crs=pair.rio.crs,
                           tile=cfg.tiling.tile, meta=source.meta, key=key, attrs=attrs,
