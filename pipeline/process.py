@@ -33,7 +33,7 @@ from .fingerprint import file_fingerprint, item_fingerprint, pair_key
 from .graph import finish_graph, fit_ramp, measure_graph, pixel_size, scene_stats
 from .infer import workers_have_gpus
 from .model_ref import resolve_model
-from .writer import PairMeta, open_pair, refuse_other_identity, write_stage
+from .writer import PairMeta, open_pair, refuse_other_identity, scene_entries, write_stage
 
 log = logging.getLogger(__name__)
 MIN_SIZE = 64
@@ -145,12 +145,10 @@ def _refuse_early(out: str | Path, source: PairSource, cfg: RunConfig) -> None:
     """:class:`writer.PairExistsError` before any cluster starts, when the cube at ``out``
     holds these scenes under an identity that no device this run could pick gives."""
     device_types = (cfg.model.device.split(":")[0],) if cfg.model.device else ("cpu", "cuda")
-    meta = source.meta
-    entries = [e for e in cube.pairs(out) if (e.pre_id, e.post_id) == (meta.pre_id,
-                                                                        meta.post_id)]
     # the default weights can differ between CPU and GPU: refuse only if neither matches
     keys = {_key(source, cfg, resolve_model(cfg.model.weights, d).sha256) for d in device_types}
-    refuse_other_identity(out, entries, meta, keys, cfg.output.if_exists)
+    refuse_other_identity(out, scene_entries(out, source.meta), source.meta, keys,
+                          cfg.output.if_exists)
 
 
 def process_pair(source: PairSource, cfg: RunConfig, *, client=None,

@@ -53,8 +53,7 @@ def open_pair(out: str | Path, *, x: np.ndarray, y: np.ndarray, crs, tile: int, 
     or raise :class:`PairExistsError` saying which option to use (``"resume"``).
     """
     cube.create_cube(out, x=x, y=y, crs=crs, chunk=tile, attrs=attrs)
-    entries = [e for e in cube.pairs(out) if (e.pre_id, e.post_id) == (meta.pre_id,
-                                                                        meta.post_id)]
+    entries = scene_entries(out, meta)
     refuse_other_identity(out, entries, meta, {key}, if_exists)
     same = [e for e in entries if e.key == key]
     if same:
@@ -70,6 +69,11 @@ def open_pair(out: str | Path, *, x: np.ndarray, y: np.ndarray, crs, tile: int, 
         return index
     return cube.add_pair(out, pre_id=meta.pre_id, post_id=meta.post_id, attrs=provenance,
                          key=key, **times)
+
+
+def scene_entries(out: str | Path, meta: PairMeta) -> list:
+    """The cube's pairs (``cube.PairEntry``) of the same pre and post scenes as ``meta``."""
+    return [e for e in cube.pairs(out) if (e.pre_id, e.post_id) == (meta.pre_id, meta.post_id)]
 
 
 def refuse_other_identity(out: str | Path, entries: list, meta: PairMeta, keys: set[str],
