@@ -37,8 +37,7 @@ def score_cube(path: str, pair: int = 0) -> dict[str, float]:
     valid = ds.valid.values == 1
     data = np.isfinite(pre) & np.isfinite(post)
     s = score_field("cube", dx, dy, valid, data, cloud_mask(pre), 0.0, "")
-    fit = json.loads(str(ds.provenance.values)).get("ramp_fit", "{}")
-    fit = json.loads(fit) if isinstance(fit, str) else fit  # stored as a JSON string
+    fit = json.loads(str(ds.provenance.values)).get("ramp_fit", {})
     return {"off_median": s.off05_own,
             "off_zero": float((np.hypot(dx, dy)[valid & data] > 0.5).mean()),
             "clear_valid": s.coverage, "cloud_valid": s.cloud_valid,

@@ -219,6 +219,21 @@ def _jsonable_attrs(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
     return {str(k): _jsonable(v) for k, v in (attrs or {}).items()}
 
 
+def _json_tree(value: Any) -> Any:
+    """``value`` as plain JSON data, nested dicts and lists kept as objects and arrays
+    (numpy values become Python ones, dates ISO strings, non-finite floats strings)."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple) or (isinstance(value, np.ndarray) and value.ndim):
+        return [_json_tree(v) for v in value]
+    return _jsonable(value)
+
+
+def _provenance_text(attrs: Mapping[str, Any] | None) -> str:
+    """A pair's provenance as one JSON object (nested values are objects, not strings)."""
+    return json.dumps(_json_tree(dict(attrs or {})), sort_keys=True)
+
+
 # ---------------------------------------------------------------------------------------
 # creation
 
@@ -403,7 +418,7 @@ def add_pair(path: str | Path, *, pre_time: Any, post_time: Any, pre_id: str, po
     if (pre_id, post_id, key) in known:
         _consolidate(path)  # in case the run that added it died before doing so
         return known.index((pre_id, post_id, key))
-    provenance = json.dumps(_jsonable_attrs(attrs), sort_keys=True)
+    provenance = _provenance_text(attrs)
     values = {"pair": n, "pre_time": _time_value(pre_time), "post_time": _time_value(post_time),
               "pre_id": pre_id, "pair_key": key, "complete": 0, "provenance": provenance}
     for name in (*BLOCK_VARS, *values):
@@ -476,7 +491,7 @@ def reset_pair(path: str | Path, pair: int, *, pre_time: Any, post_time: Any, ke
     g["pair_key"][pair] = key
     g["pre_time"][pair] = _time_value(pre_time)
     g["post_time"][pair] = _time_value(post_time)
-    g["provenance"][pair] = json.dumps(_jsonable_attrs(attrs), sort_keys=True)
+    g["provenance"][pair] = _provenance_text(attrs)
     for name in BLOCK_VARS:
         if name not in ("valid", "north_sigma"):
             _delete_chunks(path, name, pair)
@@ -487,8 +502,8 @@ def update_provenance(path: str | Path, pair: int, extra: dict) -> None:
     """Merge ``extra`` into the pair's provenance (e.g. the fitted ramp)."""
     g = _open_group(path, mode="r+")
     old = json.loads(str(np.asarray(g["provenance"][pair:pair + 1])[0]) or "{}")
-    old.update(_jsonable_attrs(extra))
-    g["provenance"][pair] = json.dumps(old, sort_keys=True)
+    old.update(extra)
+    g["provenance"][pair] = _provenance_text(old)
     _consolidate(path)
 
 

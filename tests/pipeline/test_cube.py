@@ -365,3 +365,14 @@ def test_a_stage_marker_is_written_last(path, monkeypatch):
     cube.write_block(path, index, 0, 0, measure)
     assert cube.done_blocks(path, index, "measure") == {(0, 0)}
     assert cube.done_blocks(path, index) == set()  # finished only with east, north, valid
+
+
+def test_nested_provenance_values_read_back_as_objects_not_json_strings(path):
+    cube.add_pair(path, pre_time="2019-07-02T18:40", post_time="2019-07-11T18:40",
+                  pre_id="a", post_id="b", attrs={"fit": {"dx_px": {"offset": 0.25}}})
+    cube.update_provenance(path, 0, {"source_model": {"detected": False, "trace": [[1, 2]]},
+                                     "value": np.float32(1.5)})
+    prov = cube.pair_provenance(cube.open_cube(path), 0)
+    assert prov["fit"]["dx_px"]["offset"] == 0.25
+    assert prov["source_model"] == {"detected": False, "trace": [[1, 2]]}
+    assert prov["value"] == 1.5
