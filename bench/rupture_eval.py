@@ -21,6 +21,7 @@ and for cases with no rupture the number of segments found (must be 0).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -101,16 +102,17 @@ def _end(c: float, r: float, strike: float, sign: int, half: float) -> tuple[flo
     return c + sign * half * math.sin(s), r - sign * half * math.cos(s)
 
 
-def make_field(case: Case, rng: np.random.Generator) -> Case:
-    """Fill ``case.east``, ``north`` (m) and ``sigma`` (m) on ``SHAPE``."""
+def make_field(case: Case, rng: np.random.Generator, noise_m: float = NOISE_M) -> Case:
+    """Fill ``case.east``, ``north`` (m) and ``sigma`` (m) on ``SHAPE``, with noise of σ
+    ``noise_m`` (m) correlated over ``NOISE_PX``."""
     rows, cols = np.mgrid[0:SHAPE[0], 0:SHAPE[1]].astype(np.float64)
     e, n = _at(case.faults, cols, rows)
-    gain = NOISE_M / ndimage.gaussian_filter(rng.standard_normal((512, 512)), NOISE_PX).std()
+    gain = noise_m / ndimage.gaussian_filter(rng.standard_normal((512, 512)), NOISE_PX).std()
     noise = [gain * ndimage.gaussian_filter(rng.standard_normal(SHAPE), NOISE_PX)
              for _ in range(2)]
     case.east = (e + case.shift[0] + noise[0]).astype(np.float32)
     case.north = (n + case.shift[1] + noise[1]).astype(np.float32)
-    case.sigma = np.full(SHAPE, NOISE_M, np.float32)
+    case.sigma = np.full(SHAPE, noise_m, np.float32)
     return case
 
 
@@ -129,7 +131,7 @@ def _dist_to_segments(pts: np.ndarray, segs: list[np.ndarray]) -> np.ndarray:
     """Distance (px) of points ``(n, 2)`` to the nearest of the polylines."""
     best = np.full(len(pts), np.inf)
     for s in segs:
-        for a, b in zip(s[:-1], s[1:], strict=True):
+        for a, b in itertools.pairwise(s):
             d = b - a
             t = np.clip(((pts - a) @ d) / max(d @ d, 1e-12), 0, 1)
             best = np.minimum(best, np.hypot(*(pts - (a + t[:, None] * d)).T))
@@ -191,9 +193,10 @@ def score(case: Case, rup: Rupture) -> dict:
             "cover_2s": float(np.mean(errs <= 2 * sig)) if len(errs) else math.nan}
 
 
-def run_eval(seeds: tuple[int, ...] = (0, 1, 2), cfg: RuptureConfig = RuptureConfig()
+def run_eval(seeds: tuple[int, ...] = (0, 1, 2), cfg: RuptureConfig | None = None
              ) -> list[dict]:
     """Scores of every case for each seed (with the measurement's seconds)."""
+    cfg = cfg or RuptureConfig()
     rows = []
     for seed in seeds:
         for case in cases():

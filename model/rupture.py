@@ -5,11 +5,11 @@ Pure numpy/scipy on arrays; no I/O. Positions are in pixels of the field's grid,
 grid); displacements, steps, slips and σ are in the field's unit (metres in a cube).
 
 1. **Step map** (:func:`step_map`). At every pixel and for 8 orientations of a line
-   through it, the step is the mean of the field 1-3 px on one side minus the mean 1-3
+   through it, the step is the mean of the field 1-5 px on one side minus the mean 1-5
    px on the other side, per component; the orientation with the largest step (east and
    north together) wins. Its significance ``z`` divides each component's step by the σ
-   of the two sides. Its *sharpness* compares it with the step between 6-9 px on each
-   side: about 1 for a discontinuity, 4/15 for a smooth gradient (a blind fault, an
+   of the two sides. Its *sharpness* compares it with the step between 11-14 px on each
+   side: about 1 for a discontinuity, 0.24 for a smooth gradient (a blind fault, an
    elastic far field, a ramp), 0 for a uniform shift (whose step is 0 anyway).
 2. **Trace** (:func:`trace_segments`). Ridge pixels of the step (non-maximum suppression
    across the line), sharp and significant, kept by hysteresis (``z_low`` to grow,
@@ -46,8 +46,8 @@ from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 DEFAULT_PROFILE_STEP_PX = 10.0  # px between slip profiles along the trace
 N_ORIENT = 8  # orientations of the step detector (every 22.5°)
-NEAR = (1, 2, 3)  # px each side for the step
-FAR = (6, 7, 8, 9)  # px each side for the sharpness test
+NEAR = (1, 2, 3, 4, 5)  # px each side for the step (the model blurs a fault over ±4 px)
+FAR = (11, 12, 13, 14)  # px each side for the sharpness test
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class RuptureConfig:
 
     z_high, z_low: significance (step / σ) that seeds a trace and that grows one.
     min_step_px: smallest step (px of displacement, ``|east, north| / pixel size``).
-    min_sharpness: near step over far step (1 discontinuity, 0.27 smooth gradient).
+    min_sharpness: near step over far step (1 discontinuity, 0.24 smooth gradient).
     min_length_px: shorter segments are dropped. join_px: ends closer than this that
         face each other are joined. simplify_px: Douglas-Peucker tolerance.
     step_px: spacing of the slip profiles along the trace.
@@ -67,20 +67,20 @@ class RuptureConfig:
     min_offset_z: a segment whose median offset significance is below this is no trace.
     """
 
-    z_high: float = 6.0
-    z_low: float = 3.5
+    z_high: float = 5.0
+    z_low: float = 2.5
     min_step_px: float = 0.1
-    min_sharpness: float = 0.6
+    min_sharpness: float = 0.4
     min_length_px: float = 30.0
     join_px: float = 10.0
     simplify_px: float = 0.5
     step_px: float = DEFAULT_PROFILE_STEP_PX
-    swath_half_length_px: float = 25.0
+    swath_half_length_px: float = 30.0
     swath_half_width_px: float | None = None  # None: step_px / 2, at least 3
-    gap_px: float = 3.0
+    gap_px: float = 6.0
     min_side_px: int = 20
     correlation_px: float = 5.0
-    min_offset_z: float = 3.0
+    min_offset_z: float = 4.0
 
     def half_width(self) -> float:
         """Swath half-width along strike (px)."""
@@ -368,7 +368,7 @@ def _refine(path: np.ndarray, sm: StepMap, reach: int = 2) -> np.ndarray:
     return out
 
 
-def _trim_tips(path: np.ndarray, sm: StepMap, share: float = 0.5, most: int = 8
+def _trim_tips(path: np.ndarray, sm: StepMap, share: float = 0.7, most: int = 10
                ) -> np.ndarray:
     """Drop end pixels whose step is below ``share`` of the path's median: beyond a fault
     tip the detector still sees the tip's strain for a few px (at most ``most`` px)."""
