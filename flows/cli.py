@@ -114,12 +114,14 @@ def _settings(args: argparse.Namespace) -> dict:
     names = ("tile", "halo", "batch_size", "weights", "device", "flip_average", "lam", "eps",
              "denoise_halo",
              "max_sigma", "edge_margin", "ramp", "nodata", "zero_is_nodata", "dask_address",
-             "workers", "quicklook_dir")
+             "workers", "quicklook_dir", "profile_step")
     flat = {n: getattr(args, n, None) for n in names}
     flat["if_exists"] = ("append" if getattr(args, "append", False) else
                          "overwrite" if getattr(args, "overwrite", False) else None)
     if getattr(args, "no_quicklooks", False):
         flat["quicklooks"] = False
+    if getattr(args, "no_rupture_map", False):
+        flat["rupture_map"] = False
     return flat
 
 
@@ -188,6 +190,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_processing_args(p: argparse.ArgumentParser, nodata: bool = True) -> None:
     """Options shared by pair, event and demo; defaults come from ``pipeline.config``."""
+    from model.rupture import DEFAULT_PROFILE_STEP_PX
     from pipeline.config import (
         RAMP_MODES,
         ClusterConfig,
@@ -247,6 +250,13 @@ def _add_processing_args(p: argparse.ArgumentParser, nodata: bool = True) -> Non
     g.add_argument("--quicklook-dir", metavar="DIR",
                    help="local folder for the PNG quick-looks (default: beside the cube; the "
                         "current directory when --out is an s3:// URL)")
+    g.add_argument("--no-rupture-map", action="store_true",
+                   help="skip the rupture map (the trace and slip along strike as GeoJSON, "
+                        "<stem>_pair<N>_rupture.geojson, and its figure)")
+    g.add_argument("--profile-step", type=float, metavar="M",
+                   help="metres between the rupture map's slip profiles along the trace "
+                        f"(default: {DEFAULT_PROFILE_STEP_PX:g} pixels of the grid, "
+                        f"{DEFAULT_PROFILE_STEP_PX * 10:g} m on 10 m Sentinel-2 pixels)")
     g.add_argument("--workers", type=int,
                    help=f"local Dask worker processes (default {k.workers})")
     g.add_argument("--dask-address", help="tcp://HOST:PORT of an existing Dask scheduler")

@@ -90,6 +90,8 @@ def earthquake_response(
     workers: int | None = None,
     quicklooks: bool = True,
     quicklook_dir: str | None = None,
+    rupture_map: bool = True,
+    profile_step: float | None = None,
 ) -> dict:
     """Displacement cube(s) for one event. Every parameter left None takes the default
     of ``pipeline.config`` (written there once); see ``microflow event --help``.
@@ -114,6 +116,8 @@ def earthquake_response(
         workers: local cluster size when no address is given.
         quicklook_dir: local folder for the PNGs (default: beside a local cube, the
             current directory for an ``s3://`` one).
+        rupture_map: write the rupture map (trace and slip GeoJSON, figure) per pair;
+            profile_step: metres between its profiles (None: 10 pixels).
 
     Returns a summary: cube paths, pair indices and ids, quick-looks, seconds.
     """
@@ -129,7 +133,8 @@ def earthquake_response(
         flip_average=flip_average, lam=lam, eps=eps,
         denoise_halo=denoise_halo, max_sigma=max_sigma, edge_margin=edge_margin, ramp=ramp,
         if_exists=if_exists, dask_address=dask_address, workers=workers,
-        quicklooks=quicklooks, quicklook_dir=quicklook_dir)
+        quicklooks=quicklooks, quicklook_dir=quicklook_dir, rupture_map=rupture_map,
+        profile_step=profile_step)
     logger = get_run_logger()
     t0 = time.monotonic()
     plans = search_task(cfg.search)

@@ -37,7 +37,8 @@ shortening (thrust). The vertical is not measured (a 2-D optical field has none)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
@@ -155,12 +156,25 @@ def _shift(a: np.ndarray, dr: int, dc: int) -> np.ndarray:
     return out
 
 
-def _side_mean(a: np.ndarray, n: tuple[float, float], dists: tuple[int, ...]) -> np.ndarray:
-    """Mean of ``a`` at ``p + s·n`` over ``s`` in ``dists`` (nearest pixel; NaN if any is)."""
-    acc = np.zeros_like(a)
-    for s in dists:
-        acc += _shift(a, int(np.rint(s * n[1])), int(np.rint(s * n[0])))
-    return acc / len(dists)
+class _Padded:
+    """An array padded with NaN so that shifted views cost no copy."""
+
+    def __init__(self, a: np.ndarray, pad: int) -> None:
+        self.h, self.w = a.shape
+        self.pad = pad
+        self.a = np.pad(a.astype(np.float32), pad, constant_values=np.nan)
+
+    def at(self, dr: int, dc: int) -> np.ndarray:
+        """View ``out[r, c] = a[r + dr, c + dc]`` (NaN outside)."""
+        p = self.pad
+        return self.a[p + dr:p + dr + self.h, p + dc:p + dc + self.w]
+
+    def side_mean(self, n: tuple[float, float], dists: tuple[int, ...]) -> np.ndarray:
+        """Mean at ``p + s·n`` over ``s`` in ``dists`` (nearest pixel; NaN if any is)."""
+        acc = np.zeros((self.h, self.w), np.float32)
+        for s in dists:
+            acc += self.at(int(np.rint(s * n[1])), int(np.rint(s * n[0])))
+        return acc / len(dists)
 
 
 def _orientations() -> list[tuple[float, float]]:
@@ -168,57 +182,66 @@ def _orientations() -> list[tuple[float, float]]:
             for k in range(N_ORIENT)]
 
 
+def _local_mean(a: np.ndarray, size: int) -> np.ndarray:
+    """NaN-aware box mean of ``a`` over ``size`` x ``size`` px (NaN where all NaN)."""
+    ok = np.isfinite(a)
+    num = ndimage.uniform_filter(np.where(ok, a, 0.0).astype(np.float32), size, mode="nearest")
+    den = ndimage.uniform_filter(ok.astype(np.float32), size, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
 def step_map(east: np.ndarray, north: np.ndarray, east_sigma: np.ndarray,
              north_sigma: np.ndarray) -> StepMap:
     """The step detector of the module docstring on ``(H, W)`` fields (NaN = unmeasured).
 
-    Returns a :class:`StepMap`; pixels whose sides reach an unmeasured pixel have step 0.
+    σ of a side's mean is the pixels' σ (their errors are correlated, so no 1/√n), from
+    the local mean variance over the detector's reach. Returns a :class:`StepMap`;
+    pixels whose sides reach an unmeasured pixel have step 0.
     """
-    e = np.asarray(east, np.float64)
-    n = np.asarray(north, np.float64)
-    var_e = np.asarray(east_sigma, np.float64) ** 2
-    var_n = np.asarray(north_sigma, np.float64) ** 2
-    best = np.zeros(e.shape)
-    best_z = np.zeros(e.shape)
-    best_k = np.zeros(e.shape, np.int64)
-    de_best = np.zeros(e.shape)
-    dn_best = np.zeros(e.shape)
+    pad = max(FAR) + 1
+    e, n = _Padded(np.asarray(east), pad), _Padded(np.asarray(north), pad)
+    size = 2 * max(NEAR) + 1
+    var2 = 2 * _local_mean(np.asarray(east_sigma, np.float64) ** 2, size)  # two sides
+    van2 = 2 * _local_mean(np.asarray(north_sigma, np.float64) ** 2, size)
+    shape = e.h, e.w
+    best = np.zeros(shape, np.float32)
+    best_k = np.zeros(shape, np.int8)
+    de_best = np.zeros(shape, np.float32)
+    dn_best = np.zeros(shape, np.float32)
     dirs = _orientations()
     for k, nv in enumerate(dirs):
         minus = (-nv[0], -nv[1])
-        de = _side_mean(e, nv, NEAR) - _side_mean(e, minus, NEAR)
-        dn = _side_mean(n, nv, NEAR) - _side_mean(n, minus, NEAR)
-        # σ of a side's mean: its pixels' errors are correlated, so no 1/√3
-        se2 = _side_mean(var_e, nv, NEAR) + _side_mean(var_e, minus, NEAR)
-        sn2 = _side_mean(var_n, nv, NEAR) + _side_mean(var_n, minus, NEAR)
+        de = e.side_mean(nv, NEAR) - e.side_mean(minus, NEAR)
+        dn = n.side_mean(nv, NEAR) - n.side_mean(minus, NEAR)
         s = np.hypot(de, dn)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = np.sqrt(de * de / se2 + dn * dn / sn2)
-        s = np.where(np.isfinite(s) & np.isfinite(z), s, 0.0)
+        s[~np.isfinite(s)] = 0.0
         better = s > best
-        best = np.where(better, s, best)
-        best_z = np.where(better, z, best_z)
-        best_k = np.where(better, k, best_k)
-        de_best = np.where(better, de, de_best)
-        dn_best = np.where(better, dn, dn_best)
-    # far step along the winning orientation only
-    fe = np.full(e.shape, np.nan)
-    fn = np.full(e.shape, np.nan)
+        best[better] = s[better]
+        best_k[better] = k
+        de_best[better] = de[better]
+        dn_best[better] = dn[better]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.sqrt(de_best.astype(np.float64) ** 2 / var2 + dn_best.astype(np.float64) ** 2
+                    / van2)
+    # far step along the winning orientation only, where there is a step at all
+    fe = np.full(shape, np.nan, np.float32)
+    fn = np.full(shape, np.nan, np.float32)
     for k, nv in enumerate(dirs):
-        sel = best_k == k
+        sel = (best_k == k) & (best > 0)
         if not sel.any():
             continue
         minus = (-nv[0], -nv[1])
-        fe[sel] = (_side_mean(e, nv, FAR) - _side_mean(e, minus, FAR))[sel]
-        fn[sel] = (_side_mean(n, nv, FAR) - _side_mean(n, minus, FAR))[sel]
+        fe[sel] = (e.side_mean(nv, FAR) - e.side_mean(minus, FAR))[sel]
+        fn[sel] = (n.side_mean(nv, FAR) - n.side_mean(minus, FAR))[sel]
     with np.errstate(invalid="ignore", divide="ignore"):
-        far2 = fe * fe + fn * fn
-        sharp = (de_best * fe + dn_best * fn) / far2  # projection of the far step's share
-        sharp = np.where(far2 > 0, np.minimum(best * best / far2, sharp), 0.0)
+        far2 = fe.astype(np.float64) ** 2 + fn.astype(np.float64) ** 2
+        sharp = (de_best * fe + dn_best * fn) / far2  # the far step's share that is near
+        sharp = np.where(far2 > 0, np.minimum(best.astype(np.float64) ** 2 / far2, sharp), 0.0)
     sharp = np.where(np.isfinite(sharp), sharp, 0.0)
-    normal = np.stack([np.take(np.array([d[0] for d in dirs]), best_k),
-                       np.take(np.array([d[1] for d in dirs]), best_k)])
-    return StepMap(best, np.where(np.isfinite(best_z), best_z, 0.0), sharp, normal)
+    normal = np.stack([np.array([d[0] for d in dirs])[best_k],
+                       np.array([d[1] for d in dirs])[best_k]])
+    return StepMap(best.astype(np.float64), np.where(np.isfinite(z), z, 0.0), sharp, normal)
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,6 +336,40 @@ def _end_direction(path: np.ndarray, at_start: bool, n: int = 8) -> np.ndarray:
     return d / norm if norm > 0 else d
 
 
+def _dedupe(paths: list[np.ndarray], near_px: float = 3.0) -> list[np.ndarray]:
+    """Side-by-side strands of one trace: from each path, longest first, drop the pixels
+    within ``near_px`` of a longer path kept before it, and keep its longest run left."""
+    kept: list[np.ndarray] = []
+    for p in sorted(paths, key=len, reverse=True):
+        p = _outside(p, kept, near_px)
+        if p is not None:
+            kept.append(p)
+    return kept
+
+
+def _outside(p: np.ndarray, others: list[np.ndarray], near_px: float) -> np.ndarray | None:
+    """The longest run of ``p``'s points farther than ``near_px`` from all ``others``
+    (None if fewer than 2 points are)."""
+    if others:
+        ref = np.concatenate(others)
+        d2 = ((p[:, None, :] - ref[None, :, :]) ** 2).sum(-1).min(axis=1)
+        far = d2 > near_px ** 2
+        if not far.all():
+            runs = np.split(np.arange(len(p)), np.flatnonzero(np.diff(far.astype(int))) + 1)
+            runs = [r for r in runs if far[r[0]]]
+            if not runs:
+                return None
+            p = p[max(runs, key=len)]
+    return p if len(p) >= 2 else None
+
+
+def _faces(d: np.ndarray, u: np.ndarray, dist: float, cos_max: float) -> bool:
+    """Whether a gap of ``dist`` px along ``u`` lies ahead of an end pointing along ``d``:
+    within the angle, or a lateral jog of at most 3 px."""
+    c = float(np.dot(d, u))
+    return c > 0 and (c >= cos_max or abs(d[0] * u[1] - d[1] * u[0]) * dist <= 3)
+
+
 def _join(paths: list[np.ndarray], join_px: float, max_angle_deg: float = 35.0
           ) -> list[np.ndarray]:
     """Join path ends that face each other across at most ``join_px``."""
@@ -335,8 +392,9 @@ def _join(paths: list[np.ndarray], join_px: float, max_angle_deg: float = 35.0
                         if dist > join_px or dist == 0:
                             continue
                         u = gap / dist
-                        if (np.dot(_end_direction(paths[i], ei), u) >= cos_max
-                                and np.dot(_end_direction(paths[j], ej), -u) >= cos_max
+                        di, dj = _end_direction(paths[i], ei), _end_direction(paths[j], ej)
+
+                        if (_faces(di, u, dist, cos_max) and _faces(dj, -u, dist, cos_max)
                                 and (best is None or dist < best[0])):
                             best = (dist, i, j, ei, ej)
         if best is not None:
@@ -445,7 +503,7 @@ def trace_segments(sm: StepMap, pixel_size: float, cfg: RuptureConfig = RuptureC
     kept = seeded[lab]
     min_pixels = max(3, int(cfg.min_length_px / 3))
     paths = _paths(kept, min_pixels)
-    paths = _join(paths, cfg.join_px)
+    paths = _join(_dedupe(paths), cfg.join_px)
     out = []
     for p in paths:
         p = _smooth(_trim_tips(_refine(p, sm), sm))
@@ -516,11 +574,14 @@ def _azimuth(t_px: np.ndarray, xres: float, yres: float) -> tuple[float, np.ndar
 def slip_along_strike(segments: list[np.ndarray], east: np.ndarray, north: np.ndarray,
                       east_sigma: np.ndarray, north_sigma: np.ndarray,
                       pixel_size: tuple[float, float] = (1.0, 1.0),
-                      cfg: RuptureConfig = RuptureConfig()) -> list[Segment]:
+                      cfg: RuptureConfig = RuptureConfig(),
+                      scales: list[int] | None = None) -> list[Segment]:
     """Offsets every ``cfg.step_px`` along each trace polyline ``(n, 2) (col, row)``.
 
     ``east``, ``north`` ``(H, W)``: the field to fit (NaN unmeasured), ``*_sigma`` their
-    σ; ``pixel_size``: ``(|xres|, |yres|)`` (m) for directions. Profiles whose sides have
+    σ; ``pixel_size``: ``(|xres|, |yres|)`` (m) for directions; ``scales``: per polyline,
+    the detector scale that found it (its swath gap and length grow with it, default 1).
+    Profiles whose sides have
     fewer than ``cfg.min_side_px`` measured pixels give no offset. Returns one
     :class:`Segment` per polyline, with the sign conventions of the module docstring.
     """
@@ -542,14 +603,16 @@ def slip_along_strike(segments: list[np.ndarray], east: np.ndarray, north: np.nd
     nearest = owner[ir, ic]
     usable = np.isfinite(east) & np.isfinite(north) & np.isfinite(east_sigma) \
         & np.isfinite(north_sigma) & (east_sigma > 0) & (north_sigma > 0)
-    half_w, half_l = cfg.half_width(), cfg.swath_half_length_px
-    reach = math.ceil(math.hypot(half_w, half_l)) + 1
+    half_w = cfg.half_width()
     out = []
     for i, v in enumerate(segments):
+        k = scales[i] if scales else 1
+        gap, half_l = cfg.gap_px * k, cfg.swath_half_length_px * k
+        reach = math.ceil(math.hypot(half_w, half_l)) + 1
         seg = Segment(vertices=v)
         dist = np.concatenate([[0], np.cumsum(np.hypot(*np.diff(v, axis=0).T))])
         # stations centred on the segment, their swaths inside it and off its tips
-        margin = half_w + cfg.gap_px
+        margin = half_w + gap
         span = dist[-1] - 2 * margin
         if span < 0:
             out.append(seg)
@@ -566,7 +629,7 @@ def slip_along_strike(segments: list[np.ndarray], east: np.ndarray, north: np.nd
             along = gc * t[0] + gr * t[1]
             across = gc * nrm[0] + gr * nrm[1]
             box = (np.abs(along) <= half_w) & (np.abs(across) <= half_l) \
-                & (np.abs(across) > cfg.gap_px) & usable[r0:r1, c0:c1] \
+                & (np.abs(across) > gap) & usable[r0:r1, c0:c1] \
                 & (nearest[r0:r1, c0:c1] == i)
             sides = {}
             for side, m in (("left", box & (across < 0)), ("right", box & (across > 0))):
@@ -605,11 +668,28 @@ def _significant(seg: Segment, min_z: float) -> bool:
     return float(np.median(z)) >= min_z
 
 
+def _coarsen(a: np.ndarray, k: int) -> np.ndarray:
+    """NaN-aware ``k`` x ``k`` block mean (the last partial blocks dropped)."""
+    h, w = (a.shape[0] // k) * k, (a.shape[1] // k) * k
+    b = np.asarray(a[:h, :w], np.float64).reshape(h // k, k, w // k, k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
+        return np.nanmean(b, axis=(1, 3))
+
+
+def _densify(v: np.ndarray, step: float = 1.0) -> np.ndarray:
+    """Points every ``step`` px along a polyline ``(n, 2)``."""
+    d = np.concatenate([[0], np.cumsum(np.hypot(*np.diff(v, axis=0).T))])
+    s = np.linspace(0, d[-1], max(2, int(d[-1] / step) + 1))
+    return np.stack([np.interp(s, d, v[:, 0]), np.interp(s, d, v[:, 1])], axis=1)
+
+
 def find_rupture(east: np.ndarray, north: np.ndarray, east_sigma: np.ndarray,
                  north_sigma: np.ndarray, *, pixel_size: tuple[float, float] = (1.0, 1.0),
                  east_fit: np.ndarray | None = None, north_fit: np.ndarray | None = None,
                  seed_mask: np.ndarray | None = None,
-                 cfg: RuptureConfig = RuptureConfig()) -> Rupture:
+                 cfg: RuptureConfig = RuptureConfig(), scales: tuple[int, ...] = (1, 2)
+                 ) -> Rupture:
     """Trace and slip of a field's surface rupture (see the module docstring).
 
     Args:
@@ -619,19 +699,47 @@ def find_rupture(east: np.ndarray, north: np.ndarray, east_sigma: np.ndarray,
         east_fit, north_fit: the field the offsets are fitted on (default: ``east``,
             ``north``), e.g. the raw one.
         seed_mask: ``(H, W)`` bool, where a weaker step may seed a trace.
+        scales: detector scales (px per block): 1 finds sharp steps; 2 runs the detector
+            on the field block-averaged by 2, for steps the model blurred over more than
+            ±5 px; a coarser trace is kept only where no finer one runs within 4 px, and
+            its swath leaves out twice the gap.
 
     Returns a :class:`Rupture`: segments that pass every test, each with its offsets;
     none, with the ``reason``, when there is no rupture.
     """
-    sm = step_map(east, north, east_sigma, north_sigma)
     res = float(math.sqrt(pixel_size[0] * pixel_size[1]))
-    lines = trace_segments(sm, res, cfg, seed_mask)
+    lines: list[np.ndarray] = []
+    line_scale: list[int] = []
+    for k in scales:
+        if k == 1:
+            sm = step_map(east, north, east_sigma, north_sigma)
+            seeds = seed_mask
+        else:
+            sm = step_map(*(_coarsen(a, k) for a in (east, north, east_sigma, north_sigma)))
+            seeds = None if seed_mask is None else _coarsen(seed_mask, k) > 0
+        cfg_k = replace(cfg, min_length_px=cfg.min_length_px / k, join_px=cfg.join_px / k,
+                        simplify_px=cfg.simplify_px / k)
+        found = [(v + 0.5) * k - 0.5 for v in trace_segments(sm, res * k, cfg_k, seeds)]
+        if lines:  # finer traces first: a coarser one only where none runs
+            found = [f for f in (_outside(_densify(g), lines, 4.0) for g in found)
+                     if f is not None and np.hypot(*np.diff(f, axis=0).T).sum()
+                     >= cfg.min_length_px]
+        lines += found
+        line_scale += [k] * len(found)
     if not lines:
         return Rupture([], "no sharp, significant step long enough to be a trace")
     segs = slip_along_strike(lines, east if east_fit is None else east_fit,
                              north if north_fit is None else north_fit, east_sigma,
-                             north_sigma, pixel_size, cfg)
-    kept = [s for s in segs if _significant(s, cfg.min_offset_z)]
+                             north_sigma, pixel_size, cfg, line_scale)
+    keep = [i for i, s in enumerate(segs) if _significant(s, cfg.min_offset_z)]
+    if 0 < len(keep) < len(segs):  # again without the rejected ones' pixels claimed
+        segs = slip_along_strike([lines[i] for i in keep], east if east_fit is None
+                                 else east_fit, north if north_fit is None else north_fit,
+                                 east_sigma, north_sigma, pixel_size, cfg,
+                                 [line_scale[i] for i in keep])
+    else:
+        segs = [segs[i] for i in keep]
+    kept = segs
     for k, s in enumerate(kept):
         for o in s.offsets:
             o.segment = k

@@ -220,12 +220,17 @@ class OutputConfig:
     (same scene ids) computed from other inputs or settings: ``resume`` refuses (a pair
     with the same identity always resumes), ``append`` adds it as a new pair,
     ``overwrite`` replaces it. ``quicklook_dir``: a local folder for the PNGs (default:
-    beside a local cube, the current directory for a remote one)."""
+    beside a local cube, the current directory for a remote one). ``rupture_map``: write
+    the rupture map beside the quick-looks (``pipeline.rupture_map``); ``profile_step``:
+    metres between its slip profiles along the trace (None: 10 pixels of the grid,
+    ``model.rupture.DEFAULT_PROFILE_STEP_PX``)."""
 
     out: str = ""
     if_exists: str = "resume"
     quicklooks: bool = True
     quicklook_dir: str = ""
+    rupture_map: bool = True
+    profile_step: float | None = None
 
     def __post_init__(self) -> None:
         _check(bool(str(self.out).strip()), "out (the cube path) is required")
@@ -237,6 +242,9 @@ class OutputConfig:
                f"quicklook_dir must be a local folder, got {self.quicklook_dir!r}")
         _check(self.if_exists in ("resume", "append", "overwrite"),
                f"if_exists must be resume, append or overwrite, got {self.if_exists!r}")
+        if self.profile_step is not None:
+            _check(_finite("profile_step", self.profile_step) > 0,
+                   f"profile_step must be > 0 m, got {self.profile_step}")
 
 
 @dataclass(frozen=True)
@@ -290,6 +298,7 @@ class RunConfig:
         "ramp": ("confidence", "ramp"),
         "out": ("output", "out"), "if_exists": ("output", "if_exists"),
         "quicklooks": ("output", "quicklooks"), "quicklook_dir": ("output", "quicklook_dir"),
+        "rupture_map": ("output", "rupture_map"), "profile_step": ("output", "profile_step"),
         "dask_address": ("cluster", "dask_address"), "workers": ("cluster", "workers"),
     }
     SEARCH_KEYS: ClassVar[tuple[str, ...]] = (

@@ -207,6 +207,13 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
         from .quicklook import draw_quicklooks
 
         pngs = draw_quicklooks(out, index, cfg.output.quicklook_dir or None)
+    if cfg.output.rupture_map:
+        from .rupture_map import provenance_entry, write_rupture_map
+
+        files = write_rupture_map(out, index, cfg.output.quicklook_dir or None,
+                                  cfg.output.profile_step)
+        cube.update_provenance(out, index, {"rupture_map": provenance_entry(files)})
+        pngs += files
     return PairResult(out, index, source.meta, n, pngs)
 
 
