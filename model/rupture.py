@@ -351,7 +351,7 @@ def _outside(p: np.ndarray, others: list[np.ndarray], near_px: float) -> np.ndar
     """The longest run of ``p``'s points farther than ``near_px`` from all ``others``
     (None if fewer than 2 points are)."""
     if others:
-        ref = np.concatenate(others)
+        ref = np.concatenate([_densify(o, 0.5) for o in others])
         d2 = ((p[:, None, :] - ref[None, :, :]) ** 2).sum(-1).min(axis=1)
         far = d2 > near_px ** 2
         if not far.all():
