@@ -160,6 +160,9 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
 
         log.info("several-bands section")
         md += "\n" + band_benchmark(weights=weights, seed=seed)
+    from .rupture_eval import rupture_section  # trace and slip errors of the rupture map
+
+    md += "\n" + rupture_section()
     (out / "benchmark.md").write_text("# MicroFlow benchmark\n\n" + md)
     summary = {"|".join(map(str, k)): v for k, v in summarise(scores).items()}
     (out / "benchmark.json").write_text(json.dumps({"summary": summary, "throughput": tp,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from scipy import ndimage
 from model.okada import Fault, fault_displacement, fault_trace
 from model.rupture import Rupture, RuptureConfig, find_rupture
 
+log = logging.getLogger(__name__)
 RES = 10.0  # m per px
 SHAPE = (192, 192)
 NOISE_M = 0.25  # σ of the noise (m) after its smoothing
@@ -243,6 +245,12 @@ def markdown(rows: list[dict]) -> str:
     lines += ["", f"Measurement time per {SHAPE[0]}x{SHAPE[1]} field: median "
               f"{np.median(secs):.2f} s (this machine)."]
     return "\n".join(lines) + "\n"
+
+
+def rupture_section(seeds: tuple[int, ...] = (0, 1, 2)) -> str:
+    """The benchmark's Markdown section: trace and slip errors on the generated cases."""
+    log.info("rupture-map section")
+    return "## Rupture map: trace and slip errors\n\n" + markdown(run_eval(seeds))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
-from model.okada import Fault, fault_displacement, fault_trace
+from model.okada import Fault, fault_trace
 from model.synthetic import fault_field, resample_post
 from pipeline import cube
 from pipeline.demo import TEXTURE
