@@ -41,10 +41,9 @@ import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy import ndimage
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import breadth_first_order, connected_components
 
+# scipy is imported where it is used: the CLI reads DEFAULT_PROFILE_STEP_PX before any
+# heavy import
 DEFAULT_PROFILE_STEP_PX = 10.0  # px between slip profiles along the trace
 N_ORIENT = 8  # orientations of the step detector (every 22.5°)
 NEAR = (1, 2, 3, 4, 5)  # px each side for the step (the model blurs a fault over ±4 px)
@@ -184,6 +183,7 @@ def _orientations() -> list[tuple[float, float]]:
 
 def _local_mean(a: np.ndarray, size: int) -> np.ndarray:
     """NaN-aware box mean of ``a`` over ``size`` x ``size`` px (NaN where all NaN)."""
+    from scipy import ndimage
     ok = np.isfinite(a)
     num = ndimage.uniform_filter(np.where(ok, a, 0.0).astype(np.float32), size, mode="nearest")
     den = ndimage.uniform_filter(ok.astype(np.float32), size, mode="nearest")
@@ -265,6 +265,7 @@ def _ridge(sm: StepMap) -> np.ndarray:
 
 def _longest_path(adj, nodes: np.ndarray) -> np.ndarray:
     """The longest shortest path (two breadth-first searches) among ``nodes`` of ``adj``."""
+    from scipy.sparse.csgraph import breadth_first_order
     sub = adj[nodes][:, nodes]
     order, pred = breadth_first_order(sub, 0, directed=False)
     depth = np.zeros(len(nodes), np.int64)
@@ -284,6 +285,7 @@ def _longest_path(adj, nodes: np.ndarray) -> np.ndarray:
 
 def _pixel_graph(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]):
     """8-neighbour adjacency (sparse, symmetric) of the given pixels."""
+    from scipy.sparse import coo_matrix
     index = np.full(shape, -1, np.int64)
     index[rows, cols] = np.arange(rows.size)
     src, dst = [], []
@@ -303,6 +305,8 @@ def _pixel_graph(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]):
 def _paths(mask: np.ndarray, min_pixels: int) -> list[np.ndarray]:
     """Ordered pixel paths ``(n, 2)`` ``(col, row)`` through ``mask``: per connected set,
     its longest path, then the longest paths of what is left beyond 2 px of it (splits)."""
+    from scipy import ndimage
+    from scipy.sparse.csgraph import connected_components
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
         return []
@@ -483,6 +487,7 @@ def trace_segments(sm: StepMap, pixel_size: float, cfg: RuptureConfig = RuptureC
     ``seed_mask``: ``(H, W)`` bool, where ``z_low`` is enough to seed (a corridor
     around a first guess of the trace).
     """
+    from scipy import ndimage
     ridge = _ridge(sm)
     ok = ridge & (sm.sharp >= cfg.min_sharpness) & (sm.step >= cfg.min_step_px * pixel_size)
     weak = ok & (sm.z >= cfg.z_low)
@@ -585,6 +590,7 @@ def slip_along_strike(segments: list[np.ndarray], east: np.ndarray, north: np.nd
     fewer than ``cfg.min_side_px`` measured pixels give no offset. Returns one
     :class:`Segment` per polyline, with the sign conventions of the module docstring.
     """
+    from scipy import ndimage
     h, w = east.shape
     xres, yres = pixel_size
     # which segment each pixel is nearest to (its swath pixels are its own)

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 
 import dask
@@ -206,8 +207,16 @@ def plot_rupture(ds: xr.Dataset, index: int, rup: Rupture, grid: dict, out_png: 
     from .quicklook import crs_label, pair_title
 
     x, y, mag = grid["x"], grid["y"], grid["magnitude"]
-    fig, (ax_map, ax_slip) = plt.subplots(1, 2, figsize=(16, 6.2), constrained_layout=True,
+    k = max(1, math.ceil(max(mag.shape) / 600))  # the map needs no more pixels than this
+    if k > 1:
+        h, w = (mag.shape[0] // k) * k, (mag.shape[1] // k) * k
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mag = np.nanmean(mag[:h, :w].reshape(h // k, k, w // k, k), axis=(1, 3))
+        x, y = x[:w].reshape(-1, k).mean(axis=1), y[:h].reshape(-1, k).mean(axis=1)
+    fig, (ax_map, ax_slip) = plt.subplots(1, 2, figsize=(16, 6.2),
                                           gridspec_kw={"width_ratios": (1.0, 1.4)})
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.1, top=0.86, wspace=0.18)
     finite = mag[np.isfinite(mag)]
     top = float(np.percentile(finite, 98)) if finite.size else 1.0
     dx, dy = x[1] - x[0], y[1] - y[0]
@@ -306,3 +315,9 @@ def provenance_entry(files: list[Path], rupture_found: bool | None = None) -> di
         entry.update(rupture_found=props.get("rupture_found"),
                      segments=props.get("segments"))
     return entry
+
+
+def stac_asset(geojson: str | Path) -> dict:
+    """A STAC asset for the rupture map's GeoJSON (for a pair's STAC Item)."""
+    return {"href": str(geojson), "type": "application/geo+json", "roles": ["data"],
+            "title": "surface rupture trace and slip along strike (GeoJSON, lon/lat)"}

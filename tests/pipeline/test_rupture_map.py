@@ -123,3 +123,16 @@ def test_uniform_shift_gives_an_empty_map_and_the_option_turns_it_off(tmp_path):
                "--no-rupture-map", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert not (tmp_path / "v_pair0_rupture.geojson").exists()
+
+
+@pytest.mark.slow  # the whole real pair through the command (minutes on 2 cores)
+def test_no_trace_on_the_committed_real_pair(tmp_path):
+    from bench.real import REAL_DIR
+
+    pre = next(Path(REAL_DIR).glob("pre_*.tif"))
+    post = next(Path(REAL_DIR).glob("post_*.tif"))
+    res = _run("pair", str(pre), str(post), "--out", str(tmp_path / "real.zarr"), "-q",
+               "--no-quicklooks", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    g = json.loads((tmp_path / "real_pair0_rupture.geojson").read_text())
+    assert g["properties"]["rupture_found"] is False and g["features"] == []
