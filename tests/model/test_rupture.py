@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.rupture_eval import RES, cases, make_field, score, true_step
+from bench.rupture_eval import RES, cases, make_field, score, true_step, true_trace
 from model.rupture import find_rupture, slip_along_strike
 
 CASES = {c.name: c for c in cases()}
@@ -98,3 +98,22 @@ def test_the_step_over_gives_two_segments_and_unmeasured_pixels_stay_out():
     for seg in cut.segments:
         for o in seg.offsets:
             assert not 80 - 3 <= o.row <= 110 + 3
+
+
+def test_a_seed_corridor_starts_a_trace_that_the_field_alone_would_not():
+    from model.rupture import RuptureConfig
+
+    case = make_field(CASES["strike-slip"], np.random.default_rng(0), 0.1)
+    strict = RuptureConfig(z_high=1e6)  # nothing seeds by itself
+    rows, cols = np.mgrid[0:case.east.shape[0], 0:case.east.shape[1]]
+    far = np.zeros(case.east.shape, bool)
+    far[:, :20] = True  # a corridor away from the rupture seeds nothing
+    args = (case.east, case.north, case.sigma, case.sigma)
+    assert find_rupture(*args, pixel_size=(RES, RES), cfg=strict).segments == []
+    assert find_rupture(*args, pixel_size=(RES, RES), cfg=strict, seed_mask=far).segments == []
+    ((a, b),) = true_trace(case)
+    d = b - a
+    t = np.clip(((cols - a[0]) * d[0] + (rows - a[1]) * d[1]) / (d @ d), 0, 1)
+    corridor = np.hypot(cols - (a[0] + t * d[0]), rows - (a[1] + t * d[1])) <= 6
+    rup = find_rupture(*args, pixel_size=(RES, RES), cfg=strict, seed_mask=corridor)
+    assert rup.segments and score(case, rup)["trace_max_px"] <= 2.0

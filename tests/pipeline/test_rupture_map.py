@@ -136,3 +136,17 @@ def test_no_trace_on_the_committed_real_pair(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     g = json.loads((tmp_path / "real_pair0_rupture.geojson").read_text())
     assert g["properties"]["rupture_found"] is False and g["features"] == []
+
+
+def test_a_source_model_trace_in_the_cube_crs_becomes_a_corridor_on_the_grid():
+    from pipeline.rupture_map import SEED_CORRIDOR_PX, _seed_mask
+
+    x = X0 + RES * (np.arange(40) + 0.5)
+    y = Y0 - RES * (np.arange(30) + 0.5)  # north-up: y decreases with the row
+    line = [[x[5], y[10]], [x[35], y[10]]]  # along row 10, columns 5 to 35
+    mask = _seed_mask({"detected": True, "trace": line}, x, y)
+    rows, cols = np.nonzero(mask)
+    assert set(rows) == set(range(10 - int(SEED_CORRIDOR_PX), 10 + int(SEED_CORRIDOR_PX) + 1))
+    assert cols.min() >= 5 - SEED_CORRIDOR_PX and cols.max() <= 35 + SEED_CORRIDOR_PX
+    assert _seed_mask({"detected": False, "trace": line}, x, y) is None
+    assert _seed_mask(None, x, y) is None
