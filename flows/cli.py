@@ -294,11 +294,14 @@ def _add_processing_args(p: argparse.ArgumentParser, nodata: bool = True) -> Non
                    help="no progress bars (default: show them)")
 
 
-def _command(sub, name: str, summary: str, example: str) -> argparse.ArgumentParser:
-    """A subcommand with its one-line summary, and an example (lines kept) in its epilog."""
+def _command(sub, name: str, summary: str, example: str,
+             more: str = "") -> argparse.ArgumentParser:
+    """A subcommand with its one-line summary (and ``more`` after it in its own help), and
+    an example (lines kept) in its epilog."""
     import textwrap
 
-    description = textwrap.fill(summary[0].upper() + summary[1:] + ".", width=88)
+    description = textwrap.fill(f"{summary[0].upper()}{summary[1:]}. {more}".strip(),
+                                width=88)
     return sub.add_parser(name, help=summary, description=description,
                           epilog=f"example:\n  {example}", formatter_class=HelpFormatter)
 
@@ -445,7 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     real = "data/real-s2-t33uuu-north"
     pr = _command(sub, "pair", "measure the displacement between two GeoTIFFs into a Zarr "
                   "cube", f"microflow pair {real}/pre_S2A_20160529_T33UUU_north.tif \\\n"
-                  f"      {real}/post_S2A_20160608_T33UUU_north.tif --out real.zarr")
+                  f"      {real}/post_S2A_20160608_T33UUU_north.tif --out real.zarr",
+                  "The cube holds east and north in metres (denoised and raw), their "
+                  "one-standard-deviation uncertainty, and a valid flag per pixel; PNG "
+                  "quick-looks are written beside it.")
     pr.add_argument("pre", help="the earlier image, acquired before the event: a local "
                     "GeoTIFF or Cloud-Optimized GeoTIFF, one or more bands, georeferenced in "
                     "a projected CRS in metres (e.g. UTM); its grid is the output grid")
@@ -453,8 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "of file; reprojected onto pre's grid when its grid differs")
     pr.add_argument("--out", required=True, metavar="CUBE",
                     help="Zarr cube folder or s3://bucket/prefix/cube.zarr (credentials and "
-                         "endpoint from the AWS_* variables); an existing cube gets the pair "
-                         "added or resumed (required)")
+                         "endpoint from the AWS_* variables); into an existing cube the pair is "
+                         "added, or resumed when the cube holds it from the same inputs and "
+                         "settings (required)")
     pr.add_argument("--band", type=int, nargs="+", default=[1], metavar="N",
                     help="1-based band number(s) of both files; several are estimated each, "
                          "then combined (default 1)")
@@ -465,7 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
                   "earthquake and process every usable pair",
                   "microflow event --point 37.04 37.17 --radius-km 15 \\\n"
                   "      --event-time 2023-02-06T01:17:00Z --days-before 60 --days-after 60 "
-                  "--out turkey.zarr")
+                  "--out turkey.zarr",
+                  "Per MGRS tile the best pre and post scenes are picked (same grid, closest "
+                  "to the event, least cloud) and processed like 'microflow pair', into one "
+                  "cube per tile. Give the area as --bbox, or as --point with --radius-km.")
     from pipeline.aoi import SEARCH_DEFAULTS as sd
 
     ev.add_argument("--stac-url", metavar="URL",
