@@ -156,7 +156,7 @@ def cmd_event(args: argparse.Namespace) -> int:
                   collection=args.collection, bands=tuple(args.asset) if args.asset else None,
                   bbox=args.bbox, point=args.point, radius_km=args.radius_km,
                   days_before=args.days_before, days_after=args.days_after,
-                  max_cloud=args.max_cloud)
+                  max_cloud=args.max_cloud, same_orbit=args.same_orbit, pairs=args.pairs)
     from pipeline.search import open_client
 
     open_client(cfg.search.stac_url, timeout=(3.0, 10.0))  # unreachable: one line, fast
@@ -167,11 +167,16 @@ def cmd_event(args: argparse.Namespace) -> int:
         out=args.out, event_time=args.event_time, stac_url=args.stac_url,
         collection=args.collection, assets=list(cfg.input.bands), bbox=args.bbox,
         point=args.point, radius_km=args.radius_km, days_before=args.days_before,
-        days_after=args.days_after, max_cloud=args.max_cloud,
+        days_after=args.days_after, max_cloud=args.max_cloud, same_orbit=args.same_orbit,
+        pairs=args.pairs,
         **{k: v for k, v in _settings(args).items() if k not in ("nodata", "zero_is_nodata")})
     for pair in summary["pairs"]:
         print(f"cube: {pair['cube']} (pair {pair['pair']}: {pair['pre_id']} -> "
               f"{pair['post_id']})")
+    for stack in summary.get("stacks", []):
+        print(f"stack: {stack['cube']} (pairs {', '.join(map(str, stack['pairs']))}: "
+              f"{100 * stack['measured_fraction']:.1f}% measured, median σ "
+              f"{stack['median_sigma_m']:.3f} m)")
     for p in summary["quicklooks"]:
         print(f"quick-look: {p}")
     return 0
@@ -344,6 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"search window, days (default {sd['days_after']:g})")
     ev.add_argument("--max-cloud", type=float,
                     help=f"scene cloud cover limit, percent (default {sd['max_cloud']:g})")
+    from pipeline.plan import SAME_ORBIT_MODES, SearchParams
+
+    ev.add_argument("--same-orbit", choices=SAME_ORBIT_MODES,
+                    help="pair scenes of one relative orbit (sat:relative_orbit): prefer "
+                         "(across orbits only when no same-orbit pair passes the cloud "
+                         "limit, with a warning), require (refuse otherwise) or any "
+                         f"(default {SearchParams.same_orbit})")
+    ev.add_argument("--pairs", type=int, metavar="N",
+                    help="pre/post pairs per grid, the N best by days from the event plus "
+                         "cloud; with 2 or more, their σ-weighted robust stack is written "
+                         f"too (stack_* variables) (default {SearchParams.pairs})")
     ev.add_argument("--out", required=True, help="Zarr cube path or "
                     "s3://bucket/prefix/cube.zarr (credentials and endpoint: AWS_* variables)")
     _add_processing_args(ev, nodata=False)

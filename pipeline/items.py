@@ -97,13 +97,73 @@ def _item_time(item: dict) -> datetime | None:
     return (t.replace(tzinfo=UTC) if t.tzinfo is None else t).astimezone(UTC)
 
 
+def relative_orbit(item: dict) -> int | None:
+    """The item's relative orbit number (``sat:relative_orbit``, or the older
+    ``sentinel:relative_orbit`` / ``s2:relative_orbit``), None when it says none."""
+    p = item.get("properties", {})
+    for key in ("sat:relative_orbit", "s2:relative_orbit", "sentinel:relative_orbit"):
+        value = p.get(key)
+        if value is not None:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+VIEW_ANGLES = ("incidence", "view_azimuth", "sun_elevation", "sun_azimuth")
+"""The angles :func:`view_angles` reads, degrees."""
+
+
+def view_angles(item: dict) -> dict[str, float]:
+    """The viewing and sun angles ``item`` states, degrees: ``incidence`` (from the view
+    extension's ``view:incidence_angle``, else ``view:off_nadir``), ``view_azimuth``
+    (``view:azimuth``), ``sun_elevation`` (``view:sun_elevation``, else 90° −
+    ``s2:mean_solar_zenith``), ``sun_azimuth`` (``view:sun_azimuth``, else
+    ``s2:mean_solar_azimuth``). Angles the item does not state are left out."""
+    p = item.get("properties", {})
+
+    def first(*keys: str) -> float | None:
+        for key in keys:
+            value = p.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) \
+                    and math.isfinite(value):
+                return float(value)
+        return None
+
+    zenith = first("s2:mean_solar_zenith")
+    found = {
+        "incidence": first("view:incidence_angle", "view:off_nadir"),
+        "view_azimuth": first("view:azimuth"),
+        "sun_elevation": first("view:sun_elevation"),
+        "sun_azimuth": first("view:sun_azimuth", "s2:mean_solar_azimuth"),
+    }
+    if found["sun_elevation"] is None and zenith is not None:
+        found["sun_elevation"] = 90.0 - zenith
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def angle_differences(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """``b − a`` for each angle both state, degrees; azimuths wrapped to (−180, 180]."""
+    out = {}
+    for name in VIEW_ANGLES:
+        if name in a and name in b:
+            d = b[name] - a[name]
+            if name.endswith("azimuth"):
+                d = (d + 180.0) % 360.0 - 180.0
+                d = 180.0 if d == -180.0 else d
+            out[f"{name}_difference_deg"] = round(d, 6)
+    return out
+
+
 def _scene(item: dict, asset: str) -> Scene | None:
     grid, t = asset_grid(item, asset), _item_time(item)
     if grid is None or t is None:
         return None
     cloud = item.get("properties", {}).get("eo:cloud_cover")
     return Scene(id=item["id"], datetime=t, epsg=grid.epsg, grid_key=grid_key(item, grid),
-                 cloud=None if cloud is None else float(cloud), item=item)
+                 cloud=None if cloud is None else float(cloud), item=item,
+                 orbit=relative_orbit(item), view=view_angles(item))
 
 
 def _geometry_points(geometry: dict | None) -> list[tuple[float, float]]:

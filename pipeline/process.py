@@ -82,7 +82,8 @@ def plan_source(plan, cfg: RunConfig) -> PairSource:
     meta = PairMeta(plan.pre.id, plan.post.id, plan.pre.datetime, plan.post.datetime)
     used = (*assets, "scl")
     attrs = {"grid": plan.pre.grid_key, "epsg": plan.epsg, "pre_cloud": plan.pre.cloud,
-             "post_cloud": plan.post.cloud}
+             "post_cloud": plan.post.cloud,
+             **getattr(plan, "pairing", {})}  # orbits, view/sun angles, why chosen
     return PairSource(meta, (item_fingerprint(plan.pre.item, used),
                              item_fingerprint(plan.post.item, used)), attrs, load)
 
