@@ -156,6 +156,46 @@ def angle_differences(a: dict[str, float], b: dict[str, float]) -> dict[str, flo
     return out
 
 
+BOA_OFFSET_DN = 1000.0
+"""DN that Sentinel-2 L2A products of processing baseline 04.00 and later add to every
+band (``BOA_ADD_OFFSET = -1000``: reflectance = (DN − 1000) / 10 000)."""
+
+
+def _baseline(value) -> float | None:
+    try:
+        return float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def boa_offset_dn(item: dict, asset: str) -> float:
+    """DN to subtract from ``item``'s ``asset`` to put it on the scale of baselines before
+    04.00 (reflectance × 10 000): :data:`BOA_OFFSET_DN` when the stored values carry the
+    offset, else 0.
+
+    In order: ``earthsearch:boa_offset_applied`` (or ``sentinel:boa_offset_applied``) true
+    means Earth Search already removed it (0); else a processing baseline
+    (``s2:processing_baseline`` or ``sentinel:processing_baseline``) of 04.00 or later
+    means the values carry it (Collection-1 ``sentinel-2-c1-l2a`` items are all 05.xx);
+    else the asset's ``raster:bands`` ``offset``/``scale`` (−0.1 / 0.0001 is 1000 DN);
+    else 0.
+    """
+    p = item.get("properties", {})
+    applied = p.get("earthsearch:boa_offset_applied", p.get("sentinel:boa_offset_applied"))
+    if applied is True:
+        return 0.0
+    baseline = _baseline(p.get("s2:processing_baseline", p.get("sentinel:processing_baseline")))
+    if baseline is not None:
+        return BOA_OFFSET_DN if baseline >= 4.0 else 0.0
+    if applied is False:
+        return 0.0
+    bands = item.get("assets", {}).get(asset, {}).get("raster:bands") or [{}]
+    offset, scale = bands[0].get("offset"), bands[0].get("scale")
+    if isinstance(offset, int | float) and isinstance(scale, int | float) and scale > 0:
+        return float(round(-offset / scale, 6)) if offset < 0 else 0.0
+    return 0.0
+
+
 def _scene(item: dict, asset: str) -> Scene | None:
     grid, t = asset_grid(item, asset), _item_time(item)
     if grid is None or t is None:

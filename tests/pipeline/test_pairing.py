@@ -158,3 +158,78 @@ def test_bad_pairing_settings_are_refused_in_one_line():
     assert (cfg.search.same_orbit, cfg.search.pairs) == ("prefer", 1)
     attrs = cfg.as_attrs()
     assert attrs["search_same_orbit"] == "prefer" and attrs["search_pairs"] == 1
+
+
+# ---------------------------------------------------------------------- Collection-1
+@pytest.mark.parametrize("properties, raster, expected", [
+    ({"s2:processing_baseline": "05.10"}, None, 1000.0),  # Collection-1
+    ({"s2:processing_baseline": "03.01"}, None, 0.0),
+    ({"s2:processing_baseline": "04.00", "earthsearch:boa_offset_applied": True},
+     {"offset": -0.1, "scale": 0.0001}, 0.0),  # Earth Search removed it already
+    ({"s2:processing_baseline": "04.00", "earthsearch:boa_offset_applied": False}, None,
+     1000.0),
+    ({}, {"offset": -0.1, "scale": 0.0001}, 1000.0),
+    ({}, None, 0.0),
+])
+def test_the_baseline_offset_is_read_from_the_items_metadata(properties, raster, expected):
+    from pipeline.items import boa_offset_dn
+
+    item = scene("X", 1, 0.0, 71, **properties)
+    if raster is not None:
+        item["assets"]["red"]["raster:bands"] = [{"nodata": 0, **raster}]
+    assert boa_offset_dn(item, "red") == expected
+
+
+def test_a_collection_1_pair_loads_on_one_scale_with_nodata_and_saturation_tested_first(
+        tmp_path):
+    import numpy as np
+    import rasterio
+
+    from pipeline.load import load_pair
+    from pipeline.stac_items import make_collection
+    from pipeline.stac_server import LocalStacServer
+
+    shape = (128, 128)
+    transform = (10.0, 0.0, 600000.0, 0.0, -10.0, 4200000.0)
+    rng = np.random.default_rng(0)
+    ground = rng.integers(200, 3000, shape).astype(np.uint16)
+    old = ground.copy()  # baseline 03.00: reflectance x 10 000
+    new = ground + 1000  # baseline 05.10: + 1000 DN
+    new[10, 10], new[10, 11], new[10, 12] = 1000, 65535, 0  # reflectance 0, saturated,
+    old[10, 10] = 1  # no data
+
+    def cog(name, array):
+        path = tmp_path / f"{name}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=shape[1], height=shape[0],
+                           count=1, dtype=array.dtype, crs="EPSG:32611",
+                           transform=rasterio.Affine(*transform), nodata=0) as dst:
+            dst.write(array, 1)
+        return str(path)
+
+    scl = cog("scl", np.full(shape, 4, np.uint8))
+    common = dict(epsg=32611, transform=transform, shape=shape, cloud_cover=0.0,
+                  mgrs=("11", "S", "KU"), collection="sentinel-2-c1-l2a", relative_orbit=71)
+    items = [make_item("C1_PRE", EVENT - timedelta(days=5), {"red": cog("pre", old),
+                                                             "scl": scl},
+                       properties={"s2:processing_baseline": "03.00"}, **common),
+             make_item("C1_POST", EVENT + timedelta(days=5), {"red": cog("post", new),
+                                                              "scl": scl},
+                       properties={"s2:processing_baseline": "05.10"}, **common)]
+    to_ll = Transformer.from_crs(32611, 4326, always_xy=True)
+    lon, lat = to_ll.transform([600000.0, 601280.0], [4198720.0, 4200000.0])
+    bbox = (min(lon) + 1e-4, min(lat) + 1e-4, max(lon) - 1e-4, max(lat) - 1e-4)
+    with LocalStacServer(items, [make_collection("sentinel-2-c1-l2a", items)]) as s:
+        (plan,) = search_pairs(params(s.url, collection="sentinel-2-c1-l2a", bbox=bbox))
+    ds = load_pair(plan, chunk=64)
+    assert ds.attrs["pre_boa_offset_dn"] == [0.0] and ds.attrs["post_boa_offset_dn"] == [1000.0]
+    row0 = round((4200000.0 - float(ds.y[0]) - 5.0) / 10.0)
+    col0 = round((float(ds.x[0]) - 600000.0 - 5.0) / 10.0)
+    pre = ds.pre.values[0]
+    post = ds.post.values[0]
+    expect = ground[row0:row0 + pre.shape[0], col0:col0 + pre.shape[1]].astype(np.float32)
+    r, c = 10 - row0, 10 - col0
+    inner = (slice(r + 1, None), slice(None))
+    np.testing.assert_array_equal(post[inner], expect[inner])  # one scale for both dates
+    np.testing.assert_array_equal(pre[inner], expect[inner])
+    assert post[r, c] == 0.0  # stored 1000: reflectance 0, data, not "no data"
+    assert np.isnan(post[r, c + 1]) and np.isnan(post[r, c + 2])  # saturated, no data
