@@ -31,6 +31,7 @@ values and σ.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,6 +162,8 @@ def stack_component(values: np.ndarray, sigma: np.ndarray, pre: list, post: list
         raise ValueError(f"values and sigma must be (K, H, W) of one shape, got {v.shape} "
                          f"and {s.shape}")
     k = v.shape[0]
+    if k == 0:
+        raise ValueError("no pair to stack")
     if len(pre) != k or len(post) != k:
         raise ValueError(f"one pre and one post id per pair: {k} pairs, {len(pre)} and "
                          f"{len(post)} ids")
@@ -168,12 +171,11 @@ def stack_component(values: np.ndarray, sigma: np.ndarray, pre: list, post: list
     s = np.where(ok, s, np.inf)
     w_all = np.where(ok, 1.0 / s**2, 0.0)
     n_ok = ok.sum(0)
-    with np.errstate(all="ignore"):
-        m = np.nanmedian(np.where(ok, v, np.nan), axis=0) if k else np.full(v.shape[1:],
-                                                                            np.nan)
-    corr = date_correlation(pre, post, cfg.rho)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # pixels no pair measured: NaN, said by the flag
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = np.nanmedian(np.where(ok, v, np.nan), axis=0)
         var_m = np.nanmedian(np.where(ok, s**2, np.nan), axis=0)  # the median's, roughly
+    corr = date_correlation(pre, post, cfg.rho)
     inflation = np.ones(v.shape[1:])
     for _ in range(cfg.iterations):
         # residual to the estimate: the pair's σ and the estimate's, both scaled by what the
