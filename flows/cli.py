@@ -160,6 +160,7 @@ def cmd_event(args: argparse.Namespace) -> int:
     from pipeline.search import open_client
 
     open_client(cfg.search.stac_url, timeout=(3.0, 10.0))  # unreachable: one line, fast
+    _plan_quietly(cfg.search)  # nothing to pair (e.g. same_orbit=require): one line, fast
     from .earthquake_response import earthquake_response
 
     _quiet_prefect(args.verbose)
@@ -180,6 +181,21 @@ def cmd_event(args: argparse.Namespace) -> int:
     for p in summary["quicklooks"]:
         print(f"quick-look: {p}")
     return 0
+
+
+def _plan_quietly(params) -> None:
+    """Plan the pairs once before the flow starts its Prefect server, without the
+    search's log lines: a search with nothing to process fails here in one line (the
+    flow's own search logs the plan)."""
+    from pipeline.search import search_pairs
+
+    search_log = logging.getLogger("pipeline.search")
+    level = search_log.level
+    search_log.setLevel(logging.ERROR)
+    try:
+        search_pairs(params)
+    finally:
+        search_log.setLevel(level)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -97,6 +97,7 @@ __all__ = ["CONNECT_TIMEOUT_S", "READ_TIMEOUT_S", "Grid", "StacUnavailableError"
            "snap_outward"]
 
 CLOUD_DAYS_PER_PERCENT = 0.5
+NO_SAME_ORBIT = "no usable pair within one relative orbit under the cloud limit"
 
 
 class NoScenesError(ValueError):
@@ -256,8 +257,7 @@ def _choose_pairs(pres: list[Scene], posts: list[Scene], params: SearchParams, k
     elif params.same_orbit == "require":
         why = "; ".join(sorted(reasons))
         reasons_text = f"; same-orbit pairs found unusable: {why}" if why else ""
-        return [], (f"no usable pair within one relative orbit under the cloud limit "
-                    f"(same_orbit=require; {orbits}{reasons_text})"), ""
+        return [], f"{NO_SAME_ORBIT} ({orbits}{reasons_text})", ""
     else:  # prefer, and no same-orbit pair
         chosen = other[:n]
         if chosen and all(orbit_relation(c.pre, c.post) == "unknown" for c in chosen):
@@ -418,8 +418,8 @@ def search_pairs(params: SearchParams, *,
             continue
         choices, why, how = _choose_pairs(pres, posts, params, key)
         if not choices:
-            if params.same_orbit == "require" and why.startswith("no usable pair within"):
-                no_orbit_pair.append(f"{key} ({why})")
+            if why.startswith(NO_SAME_ORBIT):
+                no_orbit_pair.append(f"{key} {why[len(NO_SAME_ORBIT) + 1:]}")
             else:
                 not_overlapping.append(f"{key} ({why})")
             log.info("grid %s skipped: no usable pair (%s)", key, why)
@@ -440,8 +440,8 @@ def search_pairs(params: SearchParams, *,
         return plans
 
     if no_orbit_pair:
-        raise NoSameOrbitPairError(f"no pair within one relative orbit, and same_orbit is "
-                                   f"require: {'; '.join(no_orbit_pair)}; {what}")
+        raise NoSameOrbitPairError(f"{NO_SAME_ORBIT}, and same_orbit is require: "
+                                   f"{'; '.join(no_orbit_pair)}; {what}")
 
     if not_overlapping:
         raise AoiOutsideError(f"the AOI is outside every pair of scenes: no pre and post "

@@ -233,3 +233,31 @@ def test_a_collection_1_pair_loads_on_one_scale_with_nodata_and_saturation_teste
     np.testing.assert_array_equal(pre[inner], expect[inner])
     assert post[r, c] == 0.0  # stored 1000: reflectance 0, data, not "no data"
     assert np.isnan(post[r, c + 1]) and np.isnan(post[r, c + 2])  # saturated, no data
+
+
+# ---------------------------------------------------------------------------- the CLI
+def test_the_event_command_refuses_require_in_one_line_before_any_work(serve_stac,
+                                                                        tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url = serve_stac([TWO_ORBITS[0], TWO_ORBITS[2]]).url
+    exe = str(Path(sys.executable).with_name("microflow"))
+    res = subprocess.run([exe, "event", "--stac-url", url, "--bbox", *map(str, AOI),
+                          "--event-time", EVENT.isoformat(), "--out", str(tmp_path / "x.zarr"),
+                          "--same-orbit", "require"], capture_output=True, text=True,
+                         timeout=120)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 1 and len(lines) == 1, res.stderr
+    assert "within one relative orbit" in lines[0] and "71" in lines[0] and "114" in lines[0]
+    assert "Traceback" not in res.stderr and not (tmp_path / "x.zarr").exists()
+
+
+def test_the_pairing_options_say_their_defaults_as_values():
+    from flows.cli import build_parser
+
+    text = " ".join(build_parser()._subparsers._group_actions[0].choices["event"]
+                    .format_help().split())
+    assert "--same-orbit {prefer,require,any}" in text and "(default prefer)" in text
+    assert "--pairs N" in text and "(default 1)" in text
