@@ -129,15 +129,14 @@ def _sigma(v: np.ndarray, m: np.ndarray, w: np.ndarray, sd: np.ndarray, corr: np
     """The estimate's variance from the pairs' σ and shared dates, and the factor (≥ 1)
     by which the spread between pairs, pooled over ``cfg.pool_px``, exceeds it."""
     total = w.sum(0)
-    # covariance of the pairs' errors per pixel, C_kl σ_k σ_l (σ 0 for pairs left out)
-    cov = corr[:, :, None, None] * sd[:, None] * sd[None, :]
+    # the pairs' error covariance per pixel is Σ_kl = C_kl σ_k σ_l (σ 0 for pairs left
+    # out), so (Σ a)_k = σ_k Σ_l C_kl σ_l a_l: no K x K array per pixel is needed
     with np.errstate(invalid="ignore", divide="ignore"):
         a = np.where(total > 0, w / total, 0.0)  # the estimate's weights, Σ a = 1
-        cov_a = np.einsum("klhw,lhw->khw", cov, a)  # (Σ a)_k
-        var_m = np.where(total > 0, np.einsum("khw,khw->hw", a, cov_a), np.nan)
+        cov_a = sd * np.tensordot(corr, sd * a, axes=(1, 0))
+        var_m = np.where(total > 0, (a * cov_a).sum(0), np.nan)
         # E[Q] = Σ_k w_k Var(v_k − m) = Σ_k w_k (Σ_kk − 2 (Σ a)_k + aᵀ Σ a)
-        diag = np.einsum("kkhw->khw", cov)
-        expected_q = (w * (diag - 2.0 * cov_a + np.nan_to_num(var_m)[None])).sum(0)
+        expected_q = (w * (sd**2 - 2.0 * cov_a + np.nan_to_num(var_m)[None])).sum(0)
         q = (w * np.nan_to_num(v - m[None]) ** 2).sum(0)
         pooled_q = box_sum(np.where(measured, q, 0.0), cfg.pool_px)
         pooled_e = box_sum(np.where(measured, expected_q, 0.0), cfg.pool_px)
