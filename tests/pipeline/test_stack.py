@@ -253,3 +253,42 @@ def test_stacks_of_too_few_incomplete_or_other_grid_pairs_are_refused(tmp_path):
     with pytest.raises(StackError, match="not complete"):
         stack_cube(path, pairs=[0, 1])
     assert "stack_east" not in cubes.open_cube(path)
+
+
+@pytest.mark.slow
+def test_the_event_flow_pairs_within_one_orbit_and_stacks_the_pairs(tmp_path, prefect_api):
+    """The Prefect flow on items with two orbits: the post one orbit closer and clearer
+    is passed over, the two best same-orbit pairs go into one cube, and their stack."""
+    import json
+
+    import xarray as xr
+
+    from flows.earthquake_response import earthquake_response
+    from pipeline.stac_server import LocalStacServer
+
+    event = build_event(tmp_path)
+    items = [i for i in event["items"] if i["id"] != "PRE_-25"]
+    other = next(i for i in items if i["id"] == "POST_+5")
+    other["properties"]["sat:relative_orbit"] = 120
+    other["properties"]["eo:cloud_cover"] = 0.0
+    for item in items:
+        if item["id"] != "POST_+5":
+            item["properties"]["eo:cloud_cover"] = 4.0
+    out = tmp_path / "event.zarr"
+    with LocalStacServer(items, [make_collection("sentinel-2-l2a", items)]) as s:
+        summary = earthquake_response(
+            out=str(out), event_time=EVENT.isoformat(), stac_url=s.url,
+            bbox=list(event["bbox"]), days_before=30, days_after=30, pairs=2, tile=96,
+            halo=32, ramp="keep", workers=1, quicklooks=False)
+    assert summary["cubes"] == [str(out)] and len(summary["stacks"]) == 1
+    ds = xr.open_zarr(out, decode_coords="all")
+    assert [(str(a), str(b)) for a, b in zip(ds.pre_id.values, ds.post_id.values,
+                                             strict=True)] == [("PRE_-5", "POST_+15"),
+                                                               ("PRE_-15", "POST_+15")]
+    for i in range(2):
+        prov = json.loads(str(ds.provenance.values[i]))
+        assert prov["pre_relative_orbit"] == prov["post_relative_orbit"] == 53
+        assert prov["same_orbit"] is True and "within one relative orbit" in \
+            prov["pairing_reason"]
+    assert ds.stack_valid.attrs["stack_pairs"] == [0, 1]
+    assert float((ds.stack_valid == MEASURED).mean()) > 0.8
