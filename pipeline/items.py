@@ -143,16 +143,19 @@ def view_angles(item: dict) -> dict[str, float]:
     return {k: v for k, v in found.items() if v is not None}
 
 
-def angle_differences(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    """``b − a`` for each angle both state, degrees; azimuths wrapped to (−180, 180]."""
-    out = {}
+def angle_differences(a: dict[str, float], b: dict[str, float]) -> dict[str, float | None]:
+    """``<angle>_difference_deg``: ``b − a`` for each of :data:`VIEW_ANGLES`, degrees
+    (azimuths wrapped to (−180, 180]); None where either does not state the angle."""
+    out: dict[str, float | None] = {}
     for name in VIEW_ANGLES:
+        d = None
         if name in a and name in b:
             d = b[name] - a[name]
             if name.endswith("azimuth"):
                 d = (d + 180.0) % 360.0 - 180.0
                 d = 180.0 if d == -180.0 else d
-            out[f"{name}_difference_deg"] = round(d, 6)
+            d = round(d, 6)
+        out[f"{name}_difference_deg"] = d
     return out
 
 

@@ -141,6 +141,7 @@ def test_items_without_an_orbit_pair_as_before_and_require_refuses_them(serve_st
     caplog.set_level(logging.INFO, logger="pipeline.search")
     (plan,) = search_pairs(params(url))
     assert plan.pairing["same_orbit"] is None and plan.pairing["pre_relative_orbit"] is None
+    assert plan.pairing["sun_elevation_difference_deg"] is None  # the items state none
     assert "state no relative orbit" in caplog.text
     with pytest.raises(NoSameOrbitPairError, match="unknown"):
         search_pairs(params(url, same_orbit="require"))
