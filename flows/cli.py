@@ -157,10 +157,11 @@ def cmd_event(args: argparse.Namespace) -> int:
                   collection=args.collection, bands=tuple(args.asset) if args.asset else None,
                   bbox=args.bbox, point=args.point, radius_km=args.radius_km,
                   days_before=args.days_before, days_after=args.days_after,
-                  max_cloud=args.max_cloud)
+                  max_cloud=args.max_cloud, same_orbit=args.same_orbit, pairs=args.pairs)
     from pipeline.search import open_client
 
     open_client(cfg.search.stac_url, timeout=(3.0, 10.0))  # unreachable: one line, fast
+    _plan_quietly(cfg.search)  # nothing to pair (e.g. same_orbit=require): one line, fast
     from .earthquake_response import earthquake_response
 
     _quiet_prefect(args.verbose)
@@ -168,14 +169,34 @@ def cmd_event(args: argparse.Namespace) -> int:
         out=args.out, event_time=args.event_time, stac_url=args.stac_url,
         collection=args.collection, assets=list(cfg.input.bands), bbox=args.bbox,
         point=args.point, radius_km=args.radius_km, days_before=args.days_before,
-        days_after=args.days_after, max_cloud=args.max_cloud,
+        days_after=args.days_after, max_cloud=args.max_cloud, same_orbit=args.same_orbit,
+        pairs=args.pairs,
         **{k: v for k, v in _settings(args).items() if k not in ("nodata", "zero_is_nodata")})
     for pair in summary["pairs"]:
         print(f"cube: {pair['cube']} (pair {pair['pair']}: {pair['pre_id']} -> "
               f"{pair['post_id']})")
+    for stack in summary.get("stacks", []):
+        print(f"stack: {stack['cube']} (pairs {', '.join(map(str, stack['pairs']))}: "
+              f"{100 * stack['measured_fraction']:.1f}% measured, median σ "
+              f"{stack['median_sigma_m']:.3f} m)")
     for p in summary["quicklooks"]:
         print(f"quick-look: {p}")
     return 0
+
+
+def _plan_quietly(params) -> None:
+    """Plan the pairs once before the flow starts its Prefect server, without the
+    search's log lines: a search with nothing to process fails here in one line (the
+    flow's own search logs the plan)."""
+    from pipeline.search import search_pairs
+
+    search_log = logging.getLogger("pipeline.search")
+    level = search_log.level
+    search_log.setLevel(logging.ERROR)
+    try:
+        search_pairs(params)
+    finally:
+        search_log.setLevel(level)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -507,6 +528,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-cloud", type=float, metavar="PERCENT",
                     help="skip scenes with more cloud cover than this, percent "
                          f"(default {sd['max_cloud']:g})")
+    from pipeline.plan import SAME_ORBIT_MODES, SearchParams
+
+    ev.add_argument("--same-orbit", choices=SAME_ORBIT_MODES,
+                    help="pair scenes of one relative orbit (sat:relative_orbit): prefer "
+                         "(across orbits only when no same-orbit pair passes the cloud "
+                         "limit, with a warning), require (refuse otherwise) or any "
+                         f"(default {SearchParams.same_orbit})")
+    ev.add_argument("--pairs", type=int, metavar="N",
+                    help="pre/post pairs per grid, the N best by days from the event plus "
+                         "cloud; with 2 or more, their σ-weighted robust stack is written "
+                         f"too (stack_* variables) (default {SearchParams.pairs})")
     ev.add_argument("--out", required=True, metavar="CUBE",
                     help="Zarr cube folder or s3://bucket/prefix/cube.zarr (credentials and "
                          "endpoint from the AWS_* variables); several MGRS tiles give one "
