@@ -116,7 +116,8 @@ def client():
 
 
 def _cfg(out: str | Path, **kw) -> RunConfig:
-    settings = dict(out=str(out), tile=128, halo=32, quicklooks=False, ramp="keep")
+    settings = dict(out=str(out), tile=128, halo=32, quicklooks=False, rupture_map=False,
+                    ramp="keep")
     return RunConfig.from_flat(**{**settings, **kw})
 
 
@@ -221,7 +222,8 @@ def test_pair_command_writes_to_s3_and_puts_the_quicklooks_in_the_current_direct
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"cube: {url} (pair 0)" in res.stdout
     pngs = sorted(p.name for p in tmp_path.iterdir())
-    assert pngs == ["x_pair0_maps.png", "x_pair0_profile.png"]  # and no folder "s3:"
+    assert pngs == ["x_pair0_maps.png", "x_pair0_profile.png",  # and no folder "s3:"
+                    "x_pair0_rupture.geojson"]  # a uniform shift: an empty rupture map
     assert f"quick-looks of {url} pair 0: {tmp_path / 'x_pair0_maps.png'}" in res.stderr
     xr.testing.assert_identical(_data(cube.open_cube(url)), _data(cube.open_cube(local_cube)))
 
@@ -280,5 +282,7 @@ def test_region_flow_writes_cubes_and_markers_to_s3_and_skips_them_on_rerun(
     assert first["done"] == ["a"] and again["skipped"] == ["a"]
     assert cube.pairs(f"{prefix}/a.zarr")[0].complete
     assert store.exists(f"{prefix}/a.done.json")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_pair0_maps.png",
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert [n for n in names if "_rupture." not in n] == ["a_pair0_maps.png",
                                                           "a_pair0_profile.png"]
+    assert "a_pair0_rupture.geojson" in names
