@@ -15,7 +15,9 @@ squares (variable projection), so the nonlinear search runs over θ only:
 
 1. a coarse grid of geometries (strikes every 30°, three dips, three trace positions,
    surface-breaking or buried) on at most ``COARSE_SAMPLES`` points;
-2. the best ``STARTS`` distinct ones refined by bounded ``scipy.optimize.least_squares``;
+2. the best ``STARTS`` distinct ones refined by bounded ``scipy.optimize.least_squares``
+   on that subsample, then the best two and the mirror of the best (the same trace,
+   dipping the other way) on at most ``FIT_SAMPLES`` points;
 3. the best refined, reweighted ``ROBUST_ROUNDS`` times with Huber weights (robust to
    land-cover blobs and cloud edges), the caller's weights (``1/σ²``) throughout.
 
@@ -50,13 +52,13 @@ from scipy.optimize import least_squares
 from .okada import _COS_EPS, _corner, _cos_sin_deg
 
 MU_PA = 30e9  # shear modulus for the moment, Pa
-COARSE_SAMPLES = 600  # points of the coarse grid search
+COARSE_SAMPLES = 400  # points of the coarse grid search
 FIT_SAMPLES = 1500  # points of the refinement
-STARTS = 2  # coarse candidates refined
+STARTS = 4  # coarse candidates refined
 ROBUST_ROUNDS = 1  # Huber reweighting rounds after the first refinement
 HUBER_K = 1.5  # Huber threshold, in robust scales
 MAX_SCALE_RATIO = 0.6  # detection: robust residual scale, source over offset-only
-MIN_SNR = 3.0  # detection: 95th pct of |source field − median| / residual scale
+MIN_SNR = 2.0  # detection: 95th pct of |source field − median| / residual scale
 MIN_MW = 4.0  # detection: smallest moment magnitude called a source
 MAX_SLIP_M = 30.0  # slip bound, m (a fit needing more is not called a source)
 SURFACE_FRACTION = 0.01  # a top edge shallower than this × scene size breaks the surface
@@ -226,7 +228,7 @@ def _coarse_geometries(half: tuple[float, float]) -> list[np.ndarray]:
     out = []
     for strike in np.radians(np.arange(0, 360, 30)):
         normal = np.array([-math.cos(strike), math.sin(strike)])  # right of strike
-        for shift in (0.0,):
+        for shift in (-0.25, 0.0, 0.25):
             e0, n0 = shift * normal * 2 * max(half)
             for dip in np.radians([30.0, 60.0, 85.0]):
                 for top in (0.0, 0.15):
@@ -282,7 +284,7 @@ def fit_source(east: np.ndarray, north: np.ndarray, x: np.ndarray, y: np.ndarray
 
     # offset-only (or plane-only) model
     nd = _design_null_cols(e, n, plane)
-    beta0, sw_null = _robust_linear(nd, d, sw0)
+    beta0, _ = _robust_linear(nd, d, sw0)
     r_null = sw0 * (d - nd @ beta0)
     s_null = _robust_scale(r_null)
 
@@ -294,12 +296,11 @@ def fit_source(east: np.ndarray, north: np.ndarray, x: np.ndarray, y: np.ndarray
         beta = _solve(g, d[rows], sw[rows])
         return beta, sw[rows] * (d[rows] - g @ beta), g
 
-    # 1. coarse grid on a subsample, offset-only robust weights
+    # 1. coarse grid on a subsample, the caller's weights
     coarse = _subsample(e.size, COARSE_SAMPLES, rng)
-    sw_c = sw_null
     scored = []
     for geom in _coarse_geometries((half[0] / scene, half[1] / scene)):
-        _, r, _ = project(geom, sw_c, coarse)
+        _, r, _ = project(geom, sw0, coarse)
         scored.append((float(r @ r), geom))
     scored.sort(key=lambda t: t[0])
     starts: list[np.ndarray] = []
@@ -312,20 +313,28 @@ def fit_source(east: np.ndarray, north: np.ndarray, x: np.ndarray, y: np.ndarray
 
     lo, hi = _bounds()
 
-    def refine(geom, sw, max_nfev):
-        res = least_squares(lambda g: project(g, sw)[1], np.clip(geom, lo + 1e-9, hi - 1e-9),
-                            bounds=(lo, hi), x_scale=np.array([0.2, 0.2, 0.3, 0.3, 1, 1, 0.2]),
+    def refine(geom, sw, max_nfev, sub=slice(None)):
+        res = least_squares(lambda g: project(g, sw, sub)[1],
+                            np.clip(geom, lo + 1e-9, hi - 1e-9), bounds=(lo, hi),
+                            x_scale=np.array([0.2, 0.2, 0.3, 0.3, 1, 1, 0.2]),
                             diff_step=1e-3, max_nfev=max_nfev, method="trf")
         return res.x, float(res.fun @ res.fun)
 
-    # 2. refine the best starts (offset-only robust weights), keep the best
-    best = min((refine(g, sw_null, 30) for g in starts), key=lambda t: t[1])[0]
+    # 2. refine the starts on the subsample; the best two and the mirror of the best
+    #    (strike + 180°: the fault dipping the other way) again on all samples
+    tried = sorted((refine(g, sw0, 12, coarse) for g in starts), key=lambda t: t[1])
+    mirror = tried[0][0].copy()
+    mirror[2] += math.pi
+    mirror[3] = min(mirror[3], math.radians(85.0))
+    finals = [refine(g, sw0, 25) for g in (tried[0][0], mirror,
+                                           *(t[0] for t in tried[1:2]))]
+    best = min(finals, key=lambda t: t[1])[0]
     # 3. Huber reweighting on the source model's residuals
-    sw = sw_null
+    sw = sw0
     for _ in range(ROBUST_ROUNDS):
         _, r, _ = project(best, sw0)
         sw = sw0 * np.sqrt(_huber(r))
-        best, _ = refine(best, sw, 15)
+        best, _ = refine(best, sw, 10)
     beta, _, g = project(best, sw)
     r_src = sw0 * (d - g @ beta)
     s_src = _robust_scale(r_src)

@@ -204,10 +204,10 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
         n = write_stage(out, index, "measure", measure_graph(pair, stats, cfg, model, gpu), c,
                         progress=progress)
         stored = cube.open_cube(out).isel(pair=index)
-        source, why_src = _fit_source(stored, xres, yres, index)
+        fit, why_src = _fit_source(stored, xres, yres, index)
         try:
-            if cfg.confidence.ramp == "auto" and source is not None and source.detected:
-                ramp = coregistration_ramp(source, xres, yres)  # never the source itself
+            if cfg.confidence.ramp == "auto" and fit is not None and fit.detected:
+                ramp = coregistration_ramp(fit, xres, yres)  # never the source itself
             else:
                 ramp = fit_ramp(stored, cfg.confidence.ramp, xres, yres)
             why = "" if ramp is not None else "ramp=keep"
@@ -218,7 +218,7 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
             "ramp_removed": ramp is not None,
             "ramp_fit": ramp.as_dict(xres, yres) if ramp is not None else {"mode": "keep",
                                                                       "why": why},
-            "source_model": source_provenance(source, xres, yres, removed=ramp,
+            "source_model": source_provenance(fit, xres, yres, removed=ramp,
                                               why=why_src)})
         n += write_stage(out, index, "finish", finish_graph(pair, stored, ramp, cfg, gpu), c,
                          progress=progress)
