@@ -13,8 +13,8 @@ with θ = (top-edge centre, strike, dip, length, width, top depth) the rectangle
 component) linear. For a given θ the linear part is solved exactly by weighted least
 squares (variable projection), so the nonlinear search runs over θ only:
 
-1. a coarse grid of geometries (strikes every 30°, three dips, three trace positions,
-   surface-breaking or buried) on at most ``COARSE_SAMPLES`` points;
+1. a coarse grid of 252 geometries (strikes every 30°, three dips, three trace positions,
+   surface-breaking or buried, or ending mid-scene) on at most ``COARSE_SAMPLES`` points;
 2. the best ``STARTS`` distinct ones refined by bounded ``scipy.optimize.least_squares``
    on that subsample, then the best two and the mirror of the best (the same trace,
    dipping the other way) on at most ``FIT_SAMPLES`` points;
@@ -53,7 +53,7 @@ from .okada import _COS_EPS, _corner, _cos_sin_deg
 
 MU_PA = 30e9  # shear modulus for the moment, Pa
 COARSE_SAMPLES = 400  # points of the coarse grid search
-FIT_SAMPLES = 1500  # points of the refinement
+FIT_SAMPLES = 4000  # points of the refinement
 STARTS = 4  # coarse candidates refined
 ROBUST_ROUNDS = 1  # Huber reweighting rounds after the first refinement
 HUBER_K = 1.5  # Huber threshold, in robust scales
@@ -222,18 +222,23 @@ def _bounds() -> tuple[np.ndarray, np.ndarray]:
     return np.array(lo), np.array(hi)
 
 
-def _coarse_geometries(half: tuple[float, float]) -> list[np.ndarray]:
-    """Starting rectangles: strikes every 30°, dips 30/60/85°, traces through the
-    scene centre or a quarter scene to either side, surface-breaking or buried."""
+def _coarse_geometries() -> list[np.ndarray]:
+    """Starting rectangles (scene-size units, centred on the scene): strikes every 30°,
+    dips 30/60/85°; 3 scenes long with traces through the centre or a quarter scene to
+    either side, surface-breaking or buried; and one scene long, ending at the centre
+    (a rupture the scene sees one end of)."""
     out = []
     for strike in np.radians(np.arange(0, 360, 30)):
-        normal = np.array([-math.cos(strike), math.sin(strike)])  # right of strike
-        for shift in (-0.25, 0.0, 0.25):
-            e0, n0 = shift * normal * 2 * max(half)
-            for dip in np.radians([30.0, 60.0, 85.0]):
+        normal = np.array([math.cos(strike), -math.sin(strike)])  # right of strike
+        along = np.array([math.sin(strike), math.cos(strike)])
+        for dip in np.radians([30.0, 60.0, 85.0]):
+            for shift in (-0.25, 0.0, 0.25):
+                e0, n0 = shift * normal
                 for top in (0.0, 0.15):
                     out.append(np.array([e0, n0, strike, dip, math.log(3.0),
                                          math.log(1.0), top]))
+            e0, n0 = 0.5 * along
+            out.append(np.array([e0, n0, strike, dip, 0.0, math.log(0.6), 0.0]))
     return out
 
 
@@ -299,7 +304,7 @@ def fit_source(east: np.ndarray, north: np.ndarray, x: np.ndarray, y: np.ndarray
     # 1. coarse grid on a subsample, the caller's weights
     coarse = _subsample(e.size, COARSE_SAMPLES, rng)
     scored = []
-    for geom in _coarse_geometries((half[0] / scene, half[1] / scene)):
+    for geom in _coarse_geometries():
         _, r, _ = project(geom, sw0, coarse)
         scored.append((float(r @ r), geom))
     scored.sort(key=lambda t: t[0])
@@ -316,7 +321,7 @@ def fit_source(east: np.ndarray, north: np.ndarray, x: np.ndarray, y: np.ndarray
     def refine(geom, sw, max_nfev, sub=slice(None)):
         res = least_squares(lambda g: project(g, sw, sub)[1],
                             np.clip(geom, lo + 1e-9, hi - 1e-9), bounds=(lo, hi),
-                            x_scale=np.array([0.2, 0.2, 0.3, 0.3, 1, 1, 0.2]),
+                            x_scale="jac",
                             diff_step=1e-3, max_nfev=max_nfev, method="trf")
         return res.x, float(res.fun @ res.fun)
 
@@ -326,7 +331,7 @@ def fit_source(east: np.ndarray, north: np.ndarray, x: np.ndarray, y: np.ndarray
     mirror = tried[0][0].copy()
     mirror[2] += math.pi
     mirror[3] = min(mirror[3], math.radians(85.0))
-    finals = [refine(g, sw0, 25) for g in (tried[0][0], mirror,
+    finals = [refine(g, sw0, 30) for g in (tried[0][0], mirror,
                                            *(t[0] for t in tried[1:2]))]
     best = min(finals, key=lambda t: t[1])[0]
     # 3. Huber reweighting on the source model's residuals
@@ -334,7 +339,7 @@ def fit_source(east: np.ndarray, north: np.ndarray, x: np.ndarray, y: np.ndarray
     for _ in range(ROBUST_ROUNDS):
         _, r, _ = project(best, sw0)
         sw = sw0 * np.sqrt(_huber(r))
-        best, _ = refine(best, sw, 10)
+        best, _ = refine(best, sw, 15)
     beta, _, g = project(best, sw)
     r_src = sw0 * (d - g @ beta)
     s_src = _robust_scale(r_src)
