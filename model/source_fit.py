@@ -17,7 +17,9 @@ squares (variable projection), so the nonlinear search runs over θ only:
    surface-breaking or buried, or ending mid-scene) on at most ``COARSE_SAMPLES`` points;
 2. the best ``STARTS`` distinct ones refined by bounded ``scipy.optimize.least_squares``
    on that subsample, then the best two and the mirror of the best (the same trace,
-   dipping the other way) on at most ``FIT_SAMPLES`` points;
+   dipping the other way) on at most ``FIT_SAMPLES`` points, and the best restarted at
+   other dips (``DIP_RESTARTS_DEG``: dip, width and offset trade off along a shallow
+   valley);
 3. the best refined, reweighted ``ROBUST_ROUNDS`` times with Huber weights (robust to
    land-cover blobs and cloud edges), the caller's weights (``1/σ²``) throughout.
 
@@ -55,6 +57,7 @@ MU_PA = 30e9  # shear modulus for the moment, Pa
 COARSE_SAMPLES = 400  # points of the coarse grid search
 FIT_SAMPLES = 4000  # points of the refinement
 STARTS = 4  # coarse candidates refined
+DIP_RESTARTS_DEG = (20.0, 45.0, 75.0)  # dips the best rectangle is restarted from
 ROBUST_ROUNDS = 1  # Huber reweighting rounds after the first refinement
 HUBER_K = 1.5  # Huber threshold, in robust scales
 MAX_SCALE_RATIO = 0.6  # detection: robust residual scale, source over offset-only
@@ -322,7 +325,8 @@ def fit_source(east: np.ndarray, north: np.ndarray, x: np.ndarray, y: np.ndarray
         res = least_squares(lambda g: project(g, sw, sub)[1],
                             np.clip(geom, lo + 1e-9, hi - 1e-9), bounds=(lo, hi),
                             x_scale="jac",
-                            diff_step=1e-3, max_nfev=max_nfev, method="trf")
+                            diff_step=1e-3, max_nfev=max_nfev, method="trf", ftol=1e-12,
+                            xtol=1e-12)
         return res.x, float(res.fun @ res.fun)
 
     # 2. refine the starts on the subsample; the best two and the mirror of the best
@@ -333,7 +337,16 @@ def fit_source(east: np.ndarray, north: np.ndarray, x: np.ndarray, y: np.ndarray
     mirror[3] = min(mirror[3], math.radians(85.0))
     finals = [refine(g, sw0, 30) for g in (tried[0][0], mirror,
                                            *(t[0] for t in tried[1:2]))]
-    best = min(finals, key=lambda t: t[1])[0]
+    best, cost = min(finals, key=lambda t: t[1])
+    # the dip trades off against width and offset along a shallow valley: restart the
+    # best at other dips and keep whichever ends lowest
+    for dip in np.radians(DIP_RESTARTS_DEG):
+        if abs(dip - best[3]) > math.radians(8):
+            g = best.copy()
+            g[3] = dip
+            cand, c = refine(g, sw0, 20)
+            if c < cost:
+                best, cost = cand, c
     # 3. Huber reweighting on the source model's residuals
     sw = sw0
     for _ in range(ROBUST_ROUNDS):

@@ -70,10 +70,11 @@ def source_provenance(fit: SourceFit | None, xres: float, yres: float, *,
     ``slip_m``, ``length_m``, ``width_m``, ``top_depth_m``, ``centroid_x``,
     ``centroid_y`` (m, the cube's CRS), each with ``<name>_sigma``; ``trace`` (surface
     projection of the top edge ``[[x, y], [x, y]]`` when it breaks the surface, else
-    None); ``top_edge`` (the same, buried or not); ``residual_rms_m``;
-    ``coregistration`` (offset in px and m, whether it was removed); ``detection`` (the
-    statistics and thresholds). When no source is detected the numbers are those of the
-    best rectangle tried, kept for diagnosis; readers should look at ``detected`` first.
+    None); ``top_edge`` (the same, buried or not); ``residual_rms_m`` (robust scale of the
+    chosen model's residuals); ``coregistration`` (offset in px and m, whether it was
+    removed); ``detection`` (the statistics and thresholds). When no source is detected
+    the numbers, ``trace`` and ``top_edge`` are None (the best rectangle tried is kept
+    under ``detection.best_rectangle`` for diagnosis only).
     """
     from model import source_fit as sf
 
@@ -86,11 +87,12 @@ def source_provenance(fit: SourceFit | None, xres: float, yres: float, *,
         return out
     ay = abs(yres)
     out: dict = {"detected": bool(fit.detected)}
-    for k in NUMBERS:
-        out[k] = _num(fit.params.get(k))
-        out[f"{k}_sigma"] = _num(fit.params.get(f"{k}_sigma"))
-    out["trace"] = _line(fit.trace)
-    out["top_edge"] = _line(fit.top_edge)
+    best = {k: _num(fit.params.get(k)) for k in NUMBERS}
+    for k in NUMBERS:  # no numbers for a source that is not there
+        out[k] = best[k] if fit.detected else None
+        out[f"{k}_sigma"] = _num(fit.params.get(f"{k}_sigma")) if fit.detected else None
+    out["trace"] = _line(fit.trace) if fit.detected else None
+    out["top_edge"] = _line(fit.top_edge) if fit.detected else None
     out["residual_rms_m"] = _num(fit.residual_rms_m)
     off_e, off_n = fit.offset
     out["coregistration"] = {
@@ -107,5 +109,6 @@ def source_provenance(fit: SourceFit | None, xres: float, yres: float, *,
         "snr": _num(fit.snr), "min_snr": sf.MIN_SNR, "min_Mw": sf.MIN_MW,
         "max_slip_m": sf.MAX_SLIP_M, "offset_only_rms_m": _num(fit.null_rms_m),
         "samples": fit.n_samples, "evaluations": fit.evaluations,
+        "best_rectangle": None if fit.detected else best,
     }
     return out
