@@ -160,6 +160,9 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
 
         log.info("several-bands section")
         md += "\n" + band_benchmark(weights=weights, seed=seed)
+    from .source_detection import section as source_section  # offset recovery, detection
+
+    md += "\n" + source_section(seed=seed)
     (out / "benchmark.md").write_text("# MicroFlow benchmark\n\n" + md)
     summary = {"|".join(map(str, k)): v for k, v in summarise(scores).items()}
     (out / "benchmark.json").write_text(json.dumps({"summary": summary, "throughput": tp,
