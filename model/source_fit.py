@@ -27,10 +27,12 @@ The comparison model is the co-registration alone (robust offset, or plane). A s
 ``detected`` when both hold:
 
 * it explains most of what the offset leaves: the robust (1.4826·MAD) scale of the
-  σ-normalised residuals drops to at most ``MAX_SCALE_RATIO`` of the offset-only one;
-* its field stands above the noise: the 95th percentile of the σ-normalised source field
-  (about its median) is at least ``MIN_SNR``, and the fitted moment is at least
-  ``MIN_MW``.
+  σ-normalised residuals drops to at most ``MAX_SCALE_RATIO`` of the offset-only one,
+  and its field stands above the noise: the 95th percentile of the source field (about
+  its median) is at least ``MIN_SNR`` residual scales; or, for a strong source whose
+  field covers little of the scene, the ratio is at most ``MAX_SCALE_RATIO_STRONG`` and
+  the field at least ``MIN_SNR_STRONG`` residual scales;
+* the fitted moment is at least ``MIN_MW`` and the slip at most ``MAX_SLIP_M``.
 
 A local patch of wrong pixels (cloud edge, parcel change) lowers the robust scale of the
 whole scene little, so it fails the first test; a uniform shift has no shape for the
@@ -62,6 +64,10 @@ ROBUST_ROUNDS = 1  # Huber reweighting rounds after the first refinement
 HUBER_K = 1.5  # Huber threshold, in robust scales
 MAX_SCALE_RATIO = 0.6  # detection: robust residual scale, source over offset-only
 MIN_SNR = 2.0  # detection: 95th pct of |source field − median| / residual scale
+# a strong but local source (its field covers little of the scene, so the robust scale
+# of the whole scene drops less) is detected with this looser ratio and a higher SNR
+MAX_SCALE_RATIO_STRONG = 0.75
+MIN_SNR_STRONG = 8.0
 MIN_MW = 4.0  # detection: smallest moment magnitude called a source
 MAX_SLIP_M = 30.0  # slip bound, m (a fit needing more is not called a source)
 SURFACE_FRACTION = 0.01  # a top edge shallower than this × scene size breaks the surface
@@ -371,8 +377,9 @@ def fit_source(east: np.ndarray, north: np.ndarray, x: np.ndarray, y: np.ndarray
     params.update({f"{k}_sigma": sig[k] for k in NUMBERS})
     ratio = s_src / s_null
     slip = params["slip_m"]
-    detected = bool(ratio <= MAX_SCALE_RATIO and snr >= MIN_SNR
-                    and params["Mw"] >= MIN_MW and slip <= MAX_SLIP_M)
+    explains = ((ratio <= MAX_SCALE_RATIO and snr >= MIN_SNR)
+                or (ratio <= MAX_SCALE_RATIO_STRONG and snr >= MIN_SNR_STRONG))
+    detected = bool(explains and params["Mw"] >= MIN_MW and slip <= MAX_SLIP_M)
     top_edge = geom_m["top_edge"]
     trace = top_edge if best[6] <= SURFACE_FRACTION else None
     coef = beta[2:] if detected else beta0

@@ -106,7 +106,9 @@ def source_provenance(fit: SourceFit | None, xres: float, yres: float, *,
     }
     out["detection"] = {
         "scale_ratio": _num(fit.scale_ratio), "max_scale_ratio": sf.MAX_SCALE_RATIO,
-        "snr": _num(fit.snr), "min_snr": sf.MIN_SNR, "min_Mw": sf.MIN_MW,
+        "snr": _num(fit.snr), "min_snr": sf.MIN_SNR,
+        "strong": {"max_scale_ratio": sf.MAX_SCALE_RATIO_STRONG, "min_snr": sf.MIN_SNR_STRONG},
+        "min_Mw": sf.MIN_MW,
         "max_slip_m": sf.MAX_SLIP_M, "offset_only_rms_m": _num(fit.null_rms_m),
         "samples": fit.n_samples, "evaluations": fit.evaluations,
         "best_rectangle": None if fit.detected else best,
