@@ -510,7 +510,7 @@ def plot_profile(ds: xr.Dataset, pair: int, out_png: str | Path, line: Line | No
 def plot_no_fault(ds: xr.Dataset, pair: int, out_png: str | Path) -> Path:
     """The profile quick-look of a pair with no detected source: the east map and the
     statement "no fault detected", with no line and no profile. Returns the PNG path."""
-    fig, (ax_map, ax_text) = plt.subplots(1, 2, figsize=(12, 5.2), constrained_layout=True,
+    fig, (ax_map, ax_text) = plt.subplots(1, 2, figsize=(14, 5.2), constrained_layout=True,
                                           gridspec_kw={"width_ratios": (1.0, 1.2)})
     x, y, f = _masked_fields(ds, pair, ("east",), max_px=600)
     lim = _robust_limit(f["east"])
