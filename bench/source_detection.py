@@ -17,6 +17,7 @@ Two parts:
 
     python -m bench.source_detection --cases 30            # the fit part
     python -m bench.source_detection --pairs 3 --size 256  # plus end-to-end pairs
+    python -m bench.source_detection --cases 0 --cost      # seconds per fit by scene size
 """
 
 from __future__ import annotations
@@ -261,6 +262,35 @@ def run_pairs(n_pairs: int, size: int, out_dir: Path, seed: int = 1) -> list[dic
     return rows
 
 
+def run_cost(sides: tuple[int, ...] = (512, 2048, 10980), seed: int = 0) -> list[dict]:
+    """CPU and wall seconds of one fit on a thrust field (Okada + offset + noise) read as
+    the pipeline reads it (``pipeline.graph.ramp_step`` decimation) for scenes of these
+    sides (px, 10 m)."""
+    from pipeline.graph import ramp_step
+
+    rng = np.random.default_rng(seed)
+    rows_out = []
+    for side in sides:
+        step = ramp_step(side, side)
+        rows, cols = np.mgrid[0:side:step, 0:side:step].astype(float)
+        x, y = cols * RES_M, -rows * RES_M
+        c = side * RES_M / 2
+        fault = Fault(c, -c, 0.0, 30, 40, side * 30.0, side * 8.0, 90, 10)
+        ue, un, _ = fault_displacement(fault, x, y)
+        e = ue + 3.0 + rng.normal(0, NOISE_PX * RES_M, x.shape)
+        n = un - 5.0 + rng.normal(0, NOISE_PX * RES_M, x.shape)
+        t, c0 = time.perf_counter(), time.process_time()
+        fit = fit_source(e, n, x, y, np.full(x.shape, 1.0 / (SIGMA_PX * RES_M) ** 2))
+        row = {"side_px": side, "step": step, "samples_read": int(x.size),
+               "wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c0,
+               "evaluations": fit.evaluations, "detected": fit.detected,
+               "offset_err_px": float(np.hypot(fit.offset[0] / RES_M - 0.3,
+                                               -fit.offset[1] / RES_M - 0.5))}
+        print(json.dumps(row), flush=True)
+        rows_out.append(row)
+    return rows_out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", type=int, default=30, help="generated faults for the fit part "
@@ -271,8 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default="/tmp/source_detection", help="folder for the pairs' "
                    "GeoTIFFs and cubes (default /tmp/source_detection)")
+    p.add_argument("--cost", action="store_true", help="also time one fit on 512, 2048 "
+                   "and 10980 px scenes (CPU and wall seconds)")
     p.add_argument("--json", help="write the rows and summary to this JSON file")
     a = p.parse_args(argv)
+    if a.cost:
+        cost = run_cost(seed=a.seed)
     result = run_fit(a.cases, a.size, a.seed)
     print(report(result["summary"]))
     for r in result["rows"]:
@@ -281,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                                         for k, v in r.items()}))
     if a.pairs:
         result["pairs"] = run_pairs(a.pairs, a.size, Path(a.out), a.seed + 1)
+    if a.cost:
+        result["cost"] = cost
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=1, default=str))
     return 0
