@@ -74,6 +74,7 @@ def geotiff_source(pre: str | Path, post: str | Path, cfg: RunConfig) -> PairSou
 
 def plan_source(plan, cfg: RunConfig) -> PairSource:
     """A planned STAC pair (``pipeline.plan.PairPlan``), assets from ``cfg.input``."""
+    from .items import boa_offset_dn
     from .load import load_pair
 
     assets = tuple(str(b) for b in cfg.input.bands)
@@ -84,7 +85,10 @@ def plan_source(plan, cfg: RunConfig) -> PairSource:
     meta = PairMeta(plan.pre.id, plan.post.id, plan.pre.datetime, plan.post.datetime)
     used = (*assets, "scl")
     attrs = {"grid": plan.pre.grid_key, "epsg": plan.epsg, "pre_cloud": plan.pre.cloud,
-             "post_cloud": plan.post.cloud}
+             "post_cloud": plan.post.cloud,
+             **getattr(plan, "pairing", {}),  # orbits, view/sun angles, why chosen
+             "pre_boa_offset_dn": [boa_offset_dn(plan.pre.item, a) for a in assets],
+             "post_boa_offset_dn": [boa_offset_dn(plan.post.item, a) for a in assets]}
     return PairSource(meta, (item_fingerprint(plan.pre.item, used),
                              item_fingerprint(plan.post.item, used)), attrs, load)
 
