@@ -160,6 +160,9 @@ def run_benchmark(out: str | Path, weights: str | None = None, n_per_group: int 
 
         log.info("several-bands section")
         md += "\n" + band_benchmark(weights=weights, seed=seed)
+    from .source_detection import section as source_section  # offset recovery, detection
+
+    md += "\n" + source_section(seed=seed)
     from .rupture_eval import rupture_section  # trace and slip errors of the rupture map
 
     md += "\n" + rupture_section()

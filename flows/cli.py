@@ -281,9 +281,14 @@ def _add_processing_args(p: argparse.ArgumentParser, nodata: bool = True) -> Non
                    help="flag pixels this close to missing data or cloud as edge (valid = 3), "
                         f"px (default {c.edge_margin})")
     g.add_argument("--ramp", choices=RAMP_MODES,
-                   help="co-registration error removed from east/north (east_raw/north_raw "
-                        "keep it): keep removes nothing, offset a constant per component, "
-                        f"plane a plane (default {c.ramp})")
+                   help="co-registration removed from east/north (east_raw/north_raw "
+                        "always keep it): auto subtracts the constant offset of a joint "
+                        "fit of an elastic fault and the offset, never the fault's own "
+                        "motion (with no fault detected, the robust offset of the whole "
+                        "field); keep subtracts nothing; offset subtracts the robust "
+                        "constant of the whole field, which inside a deforming scene "
+                        "takes part of the earthquake with it; plane subtracts a robust "
+                        f"plane, likewise (default {c.ramp})")
     if nodata:
         g.add_argument("--nodata", type=float, metavar="VALUE",
                        help="pixel value that marks missing data in both files "

@@ -29,7 +29,7 @@ from model.tiling import DEFAULT_HALO, DEFAULT_TILE
 from .plan import SearchParams
 from .store import check_location, is_remote
 
-RAMP_MODES = ("keep", "offset", "plane")
+RAMP_MODES = ("auto", "keep", "offset", "plane")
 IfExists = Literal["resume", "append", "overwrite"]
 
 
@@ -192,16 +192,18 @@ class ConfidenceConfig:
     above it are flagged low confidence (None: the model's default, see
     :func:`model_defaults`). ``edge_margin``: pixels within this many px of a missing
     pixel are flagged edge (the model's receptive field reaches into the gap). ``ramp``:
-    the co-registration ramp removed from ``east``/``north`` (``keep`` none, ``offset`` a
-    constant, ``plane`` a plane); ``*_raw`` keep it. The default is ``offset``: on the
-    demo rupture (a long strike-slip fault whose far field spans the scene) a fitted plane
-    took real deformation with it (denoised error 2.73 m with ``plane``, 1.05 m with
-    ``offset``, 1.06 m with ``keep``), while a real pair's co-registration error is mostly
-    a constant (the committed S2 pair: 1.9 px, varying by ~0.1 px)."""
+    the co-registration removed from ``east``/``north`` (``*_raw`` keep it): ``auto`` the
+    offset of the joint fit of an elastic source and the offset (``pipeline.source_model``;
+    the source itself is never removed) when a source is detected, else the robust
+    offset as ``offset`` does; ``keep`` none; ``offset`` a robust constant of the whole
+    field; ``plane`` a robust plane. The default is ``auto``: a median or plane cannot tell
+    misregistration from deformation inside a deforming scene (on a thrust the hanging
+    wall moves, and its motion was taken as offset), while a real pair's co-registration
+    error is mostly a constant (the committed S2 pair: 1.9 px, varying by ~0.1 px)."""
 
     max_sigma: float | None = None
     edge_margin: int = 8
-    ramp: str = "offset"
+    ramp: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_sigma is not None:

@@ -221,7 +221,10 @@ def _jsonable_attrs(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _json_tree(value: Any) -> Any:
     """``value`` as plain JSON data, nested dicts and lists kept as objects and arrays
-    (numpy values become Python ones, dates ISO strings, non-finite floats strings)."""
+    (numpy values become Python ones, dates ISO strings, non-finite floats strings, None
+    stays null)."""
+    if value is None:
+        return None
     if isinstance(value, Mapping):
         return {str(k): _json_tree(v) for k, v in value.items()}
     if isinstance(value, list | tuple) or (isinstance(value, np.ndarray) and value.ndim):

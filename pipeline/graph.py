@@ -176,11 +176,14 @@ def fit_ramp(stored: xr.Dataset, mode: str, xres: float, yres: float,
              step: int | None = None):
     """The co-registration ramp of a pair's stored raw field (``model.ramp.fit_ramp`` on a
     ``step``-decimated read, default :func:`ramp_step`, weighted by 1/σ² where σ is
-    known); None for ``keep``."""
+    known); None for ``keep``; ``auto`` fits what ``offset`` does (``process_pair`` uses
+    it when the joint fit of ``pipeline.source_model`` detects no source)."""
     from model.ramp import fit_ramp as fit
 
     if mode == "keep":
         return None
+    if mode == "auto":  # without a detected source, auto removes what offset does
+        mode = "offset"
     raw, sigma = stored_field(stored, xres, yres)
     step = step or ramp_step(*raw.shape[1:])
     raw, sigma = da.compute(raw[:, ::step, ::step], sigma[:, ::step, ::step])

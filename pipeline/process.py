@@ -11,7 +11,8 @@ GeoTIFFs: :func:`geotiff_source`; a planned STAC pair: :func:`plan_source`) and 
 3. Find or add the pair in the cube (``pipeline.writer.open_pair``: resume, append,
    overwrite or refuse).
 4. Stage ``measure``: raw field and σ, written block by block.
-5. Fit the co-registration ramp on a decimated read of the stored raw field.
+5. Fit an elastic source jointly with the co-registration offset on a decimated read of
+   the stored raw field (``pipeline.source_model``), and the co-registration ramp.
 6. Stage ``finish``: weighted log-TV of the stored field minus the ramp, and the flags.
 7. Mark the pair complete; draw the quick-looks.
 """
@@ -33,6 +34,7 @@ from .fingerprint import file_fingerprint, item_fingerprint, pair_key
 from .graph import finish_graph, fit_ramp, measure_graph, pixel_size, scene_stats
 from .infer import workers_have_gpus
 from .model_ref import resolve_model
+from .source_model import coregistration_ramp, fit_source_model, source_provenance
 from .writer import PairMeta, open_pair, refuse_other_identity, scene_entries, write_stage
 
 log = logging.getLogger(__name__)
@@ -155,6 +157,20 @@ def _refuse_early(out: str | Path, source: PairSource, cfg: RunConfig) -> None:
                           cfg.output.if_exists)
 
 
+def _fit_source(stored, xres: float, yres: float, index: int):
+    """The joint source + co-registration fit of the stored field, or None and why."""
+    try:
+        fit = fit_source_model(stored, xres, yres)
+    except ValueError as e:  # too few measured pixels
+        log.warning("pair %d: no source model fitted: %s", index, e)
+        return None, str(e)
+    p = fit.params
+    log.info("pair %d: source %s (Mw %.2f, strike %.0f°, residual scale ratio %.2f)", index,
+             "detected" if fit.detected else "not detected", p["Mw"], p["strike_deg"],
+             fit.scale_ratio)
+    return fit, ""
+
+
 def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
                  out: str | Path | None = None, progress: bool = True) -> PairResult:
     """Process one pair into the cube ``out`` (default ``cfg.output.out``); see the module
@@ -192,8 +208,12 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
         n = write_stage(out, index, "measure", measure_graph(pair, stats, cfg, model, gpu), c,
                         progress=progress)
         stored = cube.open_cube(out).isel(pair=index)
+        fit, why_src = _fit_source(stored, xres, yres, index)
         try:
-            ramp = fit_ramp(stored, cfg.confidence.ramp, xres, yres)
+            if cfg.confidence.ramp == "auto" and fit is not None and fit.detected:
+                ramp = coregistration_ramp(fit, xres, yres)  # never the source itself
+            else:
+                ramp = fit_ramp(stored, cfg.confidence.ramp, xres, yres)
             why = "" if ramp is not None else "ramp=keep"
         except ValueError as e:  # too few confident pixels to fit: say so, keep the ramp
             log.warning("pair %d: no co-registration ramp removed: %s", index, e)
@@ -201,7 +221,9 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
         cube.update_provenance(out, index, {
             "ramp_removed": ramp is not None,
             "ramp_fit": ramp.as_dict(xres, yres) if ramp is not None else {"mode": "keep",
-                                                                      "why": why}})
+                                                                      "why": why},
+            "source_model": source_provenance(fit, xres, yres, removed=ramp,
+                                              why=why_src)})
         n += write_stage(out, index, "finish", finish_graph(pair, stored, ramp, cfg, gpu), c,
                          progress=progress)
         cube.set_complete(out, index)

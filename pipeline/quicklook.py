@@ -2,8 +2,16 @@
 
 Everything here reads a cube opened with :func:`pipeline.cube.open_cube` (dims
 ``(pair, y, x)``, projected ``x``/``y`` in metres, a CRS in ``spatial_ref``). Pixels with
-``valid`` != 1 are masked. Large scenes are block-averaged before plotting (``max_px``), so a
-quick-look never loads a whole full-resolution scene.
+``valid`` != 1 are masked and never plotted as values. Large scenes are block-averaged
+before plotting (``max_px``), so a quick-look never loads a whole full-resolution scene; a
+block is shown only when at least half of its pixels are measured.
+
+The figures claim nothing the pair's provenance does not: the profile is drawn across the
+fitted source's trace (``source_model``) only when a source was detected, and otherwise
+the figure says "no fault detected"; the co-registration offset removed from
+``east``/``north`` is stated; "% measured" is the share of the pair's pixels whose
+``valid`` flag is measured, at full resolution; when a source was detected the maps show
+its modelled field and the residual beside the measured field.
 
 Sign conventions (used by :func:`estimate_fault_line` and :func:`sample_profile`): a line
 ``((x0, y0), (x1, y1))`` in projected metres points from its first to its second point.
@@ -67,7 +75,8 @@ def _masked_fields(ds: xr.Dataset, pair: int, names: tuple[str, ...], *, max_px:
     fields = xr.Dataset({n: p[n].astype(np.float32).where(measured) for n in names})
     step = max(1, math.ceil(max(fields.sizes["y"], fields.sizes["x"]) / max_px))
     if step > 1:
-        fields = fields.coarsen(y=step, x=step, boundary="trim").mean()
+        share = measured.astype(np.float32).coarsen(y=step, x=step, boundary="trim").mean()
+        fields = fields.coarsen(y=step, x=step, boundary="trim").mean().where(share >= 0.5)
     (fields,) = dask.compute(fields)
     return (fields.x.values, fields.y.values,
             {n: np.asarray(fields[n].values, dtype=np.float64) for n in names})
@@ -94,6 +103,76 @@ def crs_label(ds: xr.Dataset) -> str:
     name = ProjCRS.from_wkt(crs.to_wkt()).name
     epsg = crs.to_epsg()
     return f"EPSG:{epsg} ({name})" if epsg else name
+
+
+def measured_percent(ds: xr.Dataset, pair: int) -> float:
+    """The cube's own figure: % of the pair's pixels whose ``valid`` flag is measured."""
+    return float((ds["valid"].isel(pair=pair) == 1).mean().compute()) * 100
+
+
+def _provenance(ds: xr.Dataset, pair: int) -> dict:
+    from .cube import pair_provenance
+
+    try:
+        return pair_provenance(ds, pair)
+    except (KeyError, ValueError):
+        return {}
+
+
+def offset_note(ds: xr.Dataset, pair: int) -> str:
+    """What was removed from ``east``/``north`` as co-registration, in px and m."""
+    prov = _provenance(ds, pair)
+    fit = prov.get("ramp_fit") or {}
+    if not prov.get("ramp_removed") or "dx_px" not in fit:
+        return "no co-registration offset removed"
+    e, n = fit["east_m"], fit["north_m"]
+    plane = fit.get("mode") == "plane"
+    return (f"co-registration {'plane' if plane else 'offset'} removed: "
+            f"dx {fit['dx_px']['offset']:+.3f} px, dy {fit['dy_px']['offset']:+.3f} px "
+            f"(east {e['offset']:+.2f} m, north {n['offset']:+.2f} m"
+            f"{', at the top-left pixel' if plane else ''})")
+
+
+def detected_source(ds: xr.Dataset, pair: int) -> dict | None:
+    """The pair's ``source_model`` when a source was detected, else None."""
+    src = _provenance(ds, pair).get("source_model")
+    return src if isinstance(src, dict) and src.get("detected") is True else None
+
+
+def source_line(src: dict) -> tuple[Line, str]:
+    """The line to profile across for a detected source: its surface trace, or the
+    surface projection of a buried top edge; and a label saying which."""
+    if src.get("trace"):
+        return tuple(map(tuple, src["trace"])), "fitted fault trace"
+    return tuple(map(tuple, src["top_edge"])), "surface projection of the buried top edge"
+
+
+def source_field(src: dict, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The detected source's modelled ``(east, north)`` (m) on the grid ``x (w,)``,
+    ``y (h,)`` (m), from its provenance numbers (``model.okada``)."""
+    from model.okada import Fault, fault_displacement
+
+    (x0, y0), (x1, y1) = src["top_edge"]
+    fault = Fault(east=(x0 + x1) / 2, north=(y0 + y1) / 2, top_depth=src["top_depth_m"],
+                  strike_deg=src["strike_deg"], dip_deg=src["dip_deg"],
+                  length=src["length_m"], width=src["width_m"], rake_deg=src["rake_deg"],
+                  slip=src["slip_m"])
+    gx, gy = np.meshgrid(x, y)
+    e, n, _ = fault_displacement(fault, gx, gy)
+    return e, n
+
+
+def clip_line(line: Line, x: np.ndarray, y: np.ndarray) -> Line | None:
+    """The part of ``line`` inside the grid's extent (``x``, ``y`` pixel centres, m), or
+    None when it misses the grid."""
+    (x0, y0), (x1, y1) = line
+    t = np.linspace(0.0, 1.0, 2001)
+    px, py = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+    inside = ((px >= x.min()) & (px <= x.max()) & (py >= y.min()) & (py <= y.max()))
+    if np.count_nonzero(inside) < 2:
+        return None
+    a, b = t[inside][[0, -1]]
+    return ((x0 + a * (x1 - x0), y0 + a * (y1 - y0)), (x0 + b * (x1 - x0), y0 + b * (y1 - y0)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,8 +212,18 @@ def _robust_limit(values: np.ndarray, q: float = 98) -> float:
     return lim if lim > 0 else 1.0
 
 
+def _source_note(src: dict | None) -> str:
+    if not src:
+        return "no fault detected (co-registration-only model preferred)"
+    return (f"source detected: Mw {src['Mw']:.1f}, strike N{src['strike_deg']:.0f}°E, dip "
+            f"{src['dip_deg']:.0f}°, rake {src['rake_deg']:.0f}°, slip {src['slip_m']:.1f} m "
+            f"(one Okada rectangle, residual {src['residual_rms_m']:.2f} m)")
+
+
 def plot_maps(ds: xr.Dataset, pair: int, out_png: str | Path, *, max_px: int = 1200) -> Path:
-    """Three map panels of ``pair``: east, north and magnitude of the denoised displacement.
+    """Three map panels of ``pair``: east, north and magnitude of the denoised displacement;
+    when a source was detected, a second row with its modelled east and north and the
+    residual magnitude (measured pixels only).
 
     East/north use a diverging colormap centred on 0 with symmetric limits (98th
     percentile of |east|, |north|), magnitude a sequential one (0 to its 98th percentile);
@@ -148,23 +237,36 @@ def plot_maps(ds: xr.Dataset, pair: int, out_png: str | Path, *, max_px: int = 1
     magnitude = np.hypot(east, north)
     lim = _robust_limit(np.concatenate([east.ravel(), north.ravel()]))
     mag_lim = _robust_limit(magnitude)
-    measured = float(np.isfinite(east).mean()) * 100
+    measured = measured_percent(ds, pair)
+    src = detected_source(ds, pair)
     aspect = len(y) / len(x)
-    fig, axes = plt.subplots(1, 3, figsize=(17, 1.8 + 4.2 * min(max(aspect, 0.4), 2.0)),
+    rows = 2 if src else 1
+    fig, axes = plt.subplots(rows, 3, squeeze=False,
+                             figsize=(17, rows * (1.8 + 4.2 * min(max(aspect, 0.4), 2.0))),
                              constrained_layout=True)
-    panels = (("east", east, "RdBu_r", -lim, lim),
-              ("north", north, "RdBu_r", -lim, lim),
-              ("magnitude", magnitude, "magma", 0.0, mag_lim))
-    for ax, (name, arr, cmap, lo, hi) in zip(axes, panels, strict=True):
+    panels = [("east displacement (denoised)", east, "RdBu_r", -lim, lim, "east (m)"),
+              ("north displacement (denoised)", north, "RdBu_r", -lim, lim, "north (m)"),
+              ("displacement magnitude", magnitude, "magma", 0.0, mag_lim, "magnitude (m)")]
+    if src:
+        me, mn = source_field(src, x, y)
+        ok = np.isfinite(east) & np.isfinite(north)
+        me, mn = np.where(ok, me, np.nan), np.where(ok, mn, np.nan)  # measured pixels only
+        res = np.hypot(east - me, north - mn)
+        panels += [("modelled source: east", me, "RdBu_r", -lim, lim, "east (m)"),
+                   ("modelled source: north", mn, "RdBu_r", -lim, lim, "north (m)"),
+                   ("residual |measured − model|", res, "magma", 0.0, mag_lim,
+                    "residual (m)")]
+    for ax, (title, arr, cmap, lo, hi, label) in zip(axes.ravel(), panels, strict=True):
         im = _show(ax, arr, x, y, cmap, lo, hi)
-        ax.set_title("displacement magnitude" if name == "magnitude"
-                     else f"{name} displacement (denoised)")
+        ax.set_title(title)
         ax.set_xlabel("easting (km)")
-        fig.colorbar(im, ax=ax, shrink=0.85, extend="both" if name != "magnitude" else "max",
-                     label=f"{name} (m)")
-    axes[0].set_ylabel("northing (km)")
+        fig.colorbar(im, ax=ax, shrink=0.85, extend="max" if cmap == "magma" else "both",
+                     label=label)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("northing (km)")
     fig.suptitle(f"{pair_title(ds, pair)}\n{crs_label(ds)}; grey: no measurement "
-                 f"({measured:.0f} % measured)", fontsize=11)
+                 f"({measured:.1f} % measured); {offset_note(ds, pair)}\n"
+                 f"{_source_note(src)}", fontsize=11)
     out = Path(out_png)
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -339,14 +441,23 @@ def plot_profile(ds: xr.Dataset, pair: int, out_png: str | Path, line: Line | No
                  width_m: float | None = None) -> Path:
     """Fault-perpendicular swath profile of ``pair``, raw and denoised.
 
-    ``line`` is the fault in projected metres (default: :func:`estimate_fault_line`);
-    ``width_m`` the swath width (default: see :func:`sample_profile`). Three panels: the
-    east map with the line and the swath; fault-parallel and -perpendicular
-    components vs distance from the fault (km); east and north vs distance. Returns the
-    path of the PNG written.
+    ``line`` is the fault in projected metres (default: the detected source's trace from
+    the provenance, clipped to the grid; ValueError when no source was detected: see
+    :func:`plot_no_fault`); ``width_m`` the swath width (default: see
+    :func:`sample_profile`). Three panels: the east map with the line and the swath;
+    fault-parallel and -perpendicular components vs distance from the fault (km); east
+    and north vs distance. Returns the path of the PNG written.
     """
+    what = "given fault line"
     if line is None:
-        line = estimate_fault_line(ds, pair)
+        src = detected_source(ds, pair)
+        if src is None:
+            raise ValueError("no fault detected for this pair: no profile to draw")
+        line, what = source_line(src)
+        clipped = clip_line(line, ds.x.values, ds.y.values)
+        if clipped is None:
+            raise ValueError(f"the {what} does not cross the scene")
+        line = clipped
     line = ((float(line[0][0]), float(line[0][1])), (float(line[1][0]), float(line[1][1])))
     prof = sample_profile(ds, pair, line, width_m)
     centre, d, nrm, _ = _line_frame(line)
@@ -360,7 +471,7 @@ def plot_profile(ds: xr.Dataset, pair: int, out_png: str | Path, line: Line | No
     im = _show(ax_map, f["east"], x, y, "RdBu_r", -lim, lim)
     fig.colorbar(im, ax=ax_map, shrink=0.7, label="east (m)", location="bottom")
     (x0, y0), (x1, y1) = line
-    ax_map.plot([x0 / 1e3, x1 / 1e3], [y0 / 1e3, y1 / 1e3], "k--", lw=1.2, label="fault line")
+    ax_map.plot([x0 / 1e3, x1 / 1e3], [y0 / 1e3, y1 / 1e3], "k--", lw=1.2, label=what)
     a, b = prof.distance.values[[0, -1]]
     for side in (-1, 1):
         p, q = (centre + side * d * width / 2 + s * nrm for s in (a, b))
@@ -385,10 +496,38 @@ def plot_profile(ds: xr.Dataset, pair: int, out_png: str | Path, line: Line | No
     ax_en.set_title("east and north components", fontsize=10)
     for ax in (ax_fault, ax_en):
         ax.set_xlabel(f"distance from fault (km), + to the right of N{az:.0f}°E")
-    fig.suptitle(f"{pair_title(ds, pair)}\nprofile across the fault line through "
+    fig.suptitle(f"{pair_title(ds, pair)}\nprofile across the {what} through "
                  f"({centre[0] / 1e3:.2f}, {centre[1] / 1e3:.2f}) km, strike "
-                 f"N{az:.0f}°E, swath {width / 1e3:.2g} km wide; {crs_label(ds)}",
+                 f"N{az:.0f}°E, swath {width / 1e3:.2g} km wide; {crs_label(ds)}\n"
+                 f"{offset_note(ds, pair)}; {measured_percent(ds, pair):.1f} % measured",
                  fontsize=11)
+    out = Path(out_png)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_no_fault(ds: xr.Dataset, pair: int, out_png: str | Path) -> Path:
+    """The profile quick-look of a pair with no detected source: the east map and the
+    statement "no fault detected", with no line and no profile. Returns the PNG path."""
+    fig, (ax_map, ax_text) = plt.subplots(1, 2, figsize=(14, 5.2), constrained_layout=True,
+                                          gridspec_kw={"width_ratios": (1.0, 1.2)})
+    x, y, f = _masked_fields(ds, pair, ("east",), max_px=600)
+    lim = _robust_limit(f["east"])
+    im = _show(ax_map, f["east"], x, y, "RdBu_r", -lim, lim)
+    fig.colorbar(im, ax=ax_map, shrink=0.7, label="east (m)", location="bottom")
+    ax_map.set_xlabel("easting (km)")
+    ax_map.set_ylabel("northing (km)")
+    ax_map.set_title("east (denoised)", fontsize=10)
+    ax_text.axis("off")
+    ax_text.text(0.0, 0.6, "no fault detected", fontsize=20, weight="bold",
+                 transform=ax_text.transAxes)
+    ax_text.text(0.0, 0.3, "The joint fit of an elastic source and the co-registration\n"
+                 "offset preferred the offset alone, so no fault line and\n"
+                 f"no profile are drawn.\n\n{offset_note(ds, pair)}\n"
+                 f"{measured_percent(ds, pair):.1f} % measured", fontsize=11,
+                 transform=ax_text.transAxes, va="center")
+    fig.suptitle(f"{pair_title(ds, pair)}\n{crs_label(ds)}", fontsize=11)
     out = Path(out_png)
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -419,6 +558,9 @@ def draw_quicklooks(cube: str | Path, index: int, out_dir: str | Path | None = N
     stem = quicklook_stem(cube, out_dir)
     stem.parent.mkdir(parents=True, exist_ok=True)
     maps = plot_maps(ds, index, Path(f"{stem}_pair{index}_maps.png"))
-    profile = plot_profile(ds, index, Path(f"{stem}_pair{index}_profile.png"))
+    png = Path(f"{stem}_pair{index}_profile.png")
+    src = detected_source(ds, index)
+    line = None if src is None else clip_line(source_line(src)[0], ds.x.values, ds.y.values)
+    profile = plot_no_fault(ds, index, png) if line is None else plot_profile(ds, index, png)
     log.info("quick-looks of %s pair %d: %s, %s", cube, index, maps, profile)
     return [maps, profile]

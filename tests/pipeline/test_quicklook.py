@@ -54,9 +54,14 @@ def _step_fields(azimuth_deg: float, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory):
+def cube_path(tmp_path_factory):
+    return tmp_path_factory.mktemp("ql") / "cube.zarr"
+
+
+@pytest.fixture(scope="module")
+def ds(cube_path):
     """A cube with pair 0: step at N35°E, pair 1: step at N120°E."""
-    path = tmp_path_factory.mktemp("ql") / "cube.zarr"
+    path = cube_path
     cube.create_cube(path, x=X, y=Y, crs="EPSG:32611", chunk=C, attrs={})
     for k, azimuth in enumerate((35.0, 120.0)):
         index = cube.add_pair(path, pre_time=f"2019-07-0{1 + k}T18:40:00Z",
@@ -84,9 +89,72 @@ def test_plot_maps_writes_a_non_trivial_png(ds, tmp_path):
     _assert_png(out)
 
 
-def test_plot_profile_writes_a_non_trivial_png(ds, tmp_path):
-    out = quicklook.plot_profile(ds, 1, tmp_path / "profile.png")
+def _detected(azimuth_deg: float) -> dict:
+    """A ``source_model`` record of a detected right-lateral fault along the step."""
+    (x0, y0), (x1, y1) = _line(azimuth_deg, half_m=10_000.0)
+    nums = {"Mw": 6.0, "strike_deg": azimuth_deg, "dip_deg": 89.0, "rake_deg": 180.0,
+            "slip_m": SLIP, "length_m": 20_000.0, "width_m": 1_000.0, "top_depth_m": 0.0,
+            "centroid_x": float(CENTRE[0]), "centroid_y": float(CENTRE[1])}
+    rec = {"detected": True, **nums, **{f"{k}_sigma": 0.1 for k in nums},
+           "trace": [[x0, y0], [x1, y1]], "top_edge": [[x0, y0], [x1, y1]],
+           "residual_rms_m": 0.02, "coregistration": {}}
+    return rec
+
+
+@pytest.fixture(scope="module")
+def ds_source(ds, cube_path):
+    """The same cube, pair 1 with a detected source and an offset removed in provenance."""
+    path = cube_path
+    cube.update_provenance(path, 1, {
+        "source_model": _detected(120.0), "ramp_removed": True,
+        "ramp_fit": {"mode": "offset", "dx_px": {"offset": 0.25}, "dy_px": {"offset": -0.5},
+                     "east_m": {"offset": 2.5}, "north_m": {"offset": 5.0}}})
+    return cube.open_cube(path)
+
+
+def test_plot_profile_draws_across_the_detected_trace(ds_source, tmp_path):
+    out = quicklook.plot_profile(ds_source, 1, tmp_path / "profile.png")
     _assert_png(out)
+    line = quicklook.clip_line(tuple(map(tuple, _detected(120.0)["trace"])), X, Y)
+    (x0, y0), (x1, y1) = line  # clipped to the grid
+    assert X.min() <= min(x0, x1) and max(x0, x1) <= X.max()
+    assert Y.min() <= min(y0, y1) and max(y0, y1) <= Y.max()
+
+
+def test_without_a_detected_source_no_fault_line_is_drawn(ds_source, tmp_path):
+    with pytest.raises(ValueError, match="no fault detected"):
+        quicklook.plot_profile(ds_source, 0, tmp_path / "p.png")
+    out = quicklook.plot_no_fault(ds_source, 0, tmp_path / "none.png")
+    assert out.exists() and out.stat().st_size > 10 * 1024
+    assert quicklook.detected_source(ds_source, 0) is None
+
+
+def test_titles_state_the_removed_offset_and_the_cubes_measured_share(ds_source, tmp_path):
+    note = quicklook.offset_note(ds_source, 1)
+    assert "+0.250 px" in note and "-0.500 px" in note and "+5.00 m" in note
+    assert quicklook.offset_note(ds_source, 0) == "no co-registration offset removed"
+    valid = ds_source.valid.isel(pair=1).values
+    assert quicklook.measured_percent(ds_source, 1) == pytest.approx((valid == 1).mean() * 100)
+
+
+def test_maps_show_the_model_and_residual_beside_a_detected_source(ds_source, tmp_path):
+    one = mpimg.imread(quicklook.plot_maps(ds_source, 0, tmp_path / "a.png"))
+    two = mpimg.imread(quicklook.plot_maps(ds_source, 1, tmp_path / "b.png"))
+    assert two.shape[0] > 1.6 * one.shape[0]  # a second row: model and residual
+    x, y, f = quicklook._masked_fields(ds_source, 1, ("east", "north"), max_px=1200)
+    me, _ = quicklook.source_field(_detected(120.0), x, y)
+    ok = np.isfinite(f["east"])
+    # the modelled field has the measured step's sense and size
+    assert np.corrcoef(me[ok], f["east"][ok])[0, 1] > 0.8
+
+
+def test_blocks_mostly_unmeasured_are_not_plotted(ds):
+    *_, f = quicklook._masked_fields(ds, 0, ("east",), max_px=40)  # 5 px blocks
+    step = 5
+    valid = ds.valid.isel(pair=0).values[: (H // step) * step, : (W // step) * step]
+    share = valid.reshape(H // step, step, W // step, step).mean(axis=(1, 3))
+    assert np.isnan(f["east"][share < 0.5]).all()
+    assert np.isfinite(f["east"][share == 1]).all()
 
 
 def test_title_names_both_scenes_and_dates(ds):
