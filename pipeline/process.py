@@ -228,19 +228,19 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
                          progress=progress)
         cube.set_complete(out, index)
         log_worker_memory(c)
-    pngs = []
-    if cfg.output.quicklooks:
-        from .quicklook import draw_quicklooks
-
-        pngs = draw_quicklooks(out, index, cfg.output.quicklook_dir or None)
-    if cfg.output.rupture_map:
+    files = []
+    if cfg.output.rupture_map:  # first: its figure replaces the single profile
         from .rupture_map import provenance_entry, write_rupture_map
 
         files = write_rupture_map(out, index, cfg.output.quicklook_dir or None,
                                   cfg.output.profile_step)
         cube.update_provenance(out, index, {"rupture_map": provenance_entry(files)})
-        pngs += files
-    return PairResult(out, index, source.meta, n, pngs)
+    pngs = []
+    if cfg.output.quicklooks:
+        from .quicklook import draw_quicklooks
+
+        pngs = draw_quicklooks(out, index, cfg.output.quicklook_dir or None)
+    return PairResult(out, index, source.meta, n, pngs + files)
 
 
 def cube_path_for(out: str | Path, plan, n_plans: int) -> Path | str:

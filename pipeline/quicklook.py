@@ -551,13 +551,20 @@ def quicklook_stem(cube: str | Path, out_dir: str | Path | None = None) -> Path:
 def draw_quicklooks(cube: str | Path, index: int, out_dir: str | Path | None = None
                     ) -> list[Path]:
     """Map and profile PNGs ``<stem>_pair<i>_{maps,profile}.png``, with the stem from
-    :func:`quicklook_stem` (beside a local cube by default); logs where they went."""
+    :func:`quicklook_stem` (beside a local cube by default); logs where they went. Where
+    the pair's rupture map drew its figure (slip along strike, ``pipeline.rupture_map``),
+    that figure replaces the single profile, which is then not drawn."""
     from .cube import open_cube
 
     ds = open_cube(cube)
     stem = quicklook_stem(cube, out_dir)
     stem.parent.mkdir(parents=True, exist_ok=True)
     maps = plot_maps(ds, index, Path(f"{stem}_pair{index}_maps.png"))
+    rupture = _provenance(ds, index).get("rupture_map") or {}
+    if rupture.get("figure") and Path(rupture["figure"]).is_file():
+        # the rupture map's slip along strike replaces the single profile
+        log.info("quick-looks of %s pair %d: %s, %s", cube, index, maps, rupture["figure"])
+        return [maps]
     png = Path(f"{stem}_pair{index}_profile.png")
     src = detected_source(ds, index)
     line = None if src is None else clip_line(source_line(src)[0], ds.x.values, ds.y.values)
