@@ -325,6 +325,9 @@ def test_nodata_is_nan_everywhere_and_its_surroundings_are_flagged_edge(tmp_path
         values = ds[name].values
         assert np.isnan(values[valid != 1]).all(), name
         assert np.isfinite(values[valid == 1]).all(), name
+    for name in ("east_sigma", "north_sigma"):  # issue 20: no data means NaN σ too
+        assert np.isnan(ds[name].values[valid == cube.NO_DATA]).all(), name
+        assert np.isfinite(ds[name].values[valid == 1]).all(), name
 
 
 def test_several_bands_are_estimated_and_combined(tmp_path, client):
