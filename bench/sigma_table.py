@@ -23,8 +23,9 @@ from model.uncertainty import CROWD_RADIUS_PX, low_confidence
 
 
 def sigma_table(weights: str | None, thresholds: list[float],
-                radii: tuple[int, ...] = (0, CROWD_RADIUS_PX)) -> list[str]:
-    """Lines of the table (one per threshold) after the raw-field line."""
+                radii: tuple[int, ...] = (CROWD_RADIUS_PX,)) -> list[str]:
+    """Lines of the table (one per threshold and neighbourhood radius, px; 0 = σ alone)
+    after the raw-field line."""
     pre, post = load_real_pair()
     data = np.isfinite(pre) & np.isfinite(post)
     cloud = cloud_mask(pre)
@@ -51,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", help="model name or .safetensors (default: best shipped)")
     p.add_argument("--max-sigma", type=float, nargs="+",
                    default=[0.12, 0.15, 0.18, 0.2, 0.25], metavar="PX")
+    p.add_argument("--radius", type=int, nargs="+", default=[0, CROWD_RADIUS_PX],
+                   metavar="PX", help="neighbourhood radii of the low-confidence rule, px "
+                   f"(0: σ alone; default 0 and {CROWD_RADIUS_PX})")
     args = p.parse_args(argv)
-    print("\n".join(sigma_table(args.weights, args.max_sigma)))
+    print("\n".join(sigma_table(args.weights, args.max_sigma, tuple(args.radius))))
     return 0
 
 
