@@ -95,9 +95,10 @@ def low_confidence(sigma: np.ndarray, max_sigma: float = DEFAULT_MAX_SIGMA_PX,
     if radius <= 0 or not low.any():
         return low
     size = 2 * radius + 1
-    inside = uniform_filter(np.ones(low.shape), size, mode="constant")
-    frac = uniform_filter(low.astype(np.float64), size, mode="constant") / inside
-    return low | (frac > share)
+    rows, cols = (uniform_filter(np.ones(n, np.float32), size, mode="constant")
+                  for n in low.shape)  # share of the square inside the array
+    frac = uniform_filter(low.astype(np.float32), size, mode="constant")
+    return low | (frac > share * rows[:, None] * cols[None, :])
 
 
 def _component_inputs(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -111,6 +112,33 @@ def component_inputs(features: np.ndarray, k: int) -> np.ndarray:
     n_s, n_c = len(SHARED_FEATURES), len(COMPONENT_FEATURES)
     return np.concatenate([features[:, :n_s], features[:, n_s + k * n_c:n_s + (k + 1) * n_c]],
                           axis=1)
+
+
+def _window_1d(x: torch.Tensor, k: int, dim: int, op: str) -> torch.Tensor:
+    """Centred ``k``-px (odd) running mean or max of ``x`` along ``dim``, the border
+    replicated; O(1) (mean: cumulative sum) or O(log k) (max: doubling) per pixel."""
+    h = k // 2
+    n = x.shape[dim]
+    first, last = x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1)
+    xp = torch.cat([first.expand_as(x.narrow(dim, 0, h)) if h else first[:0], x,
+                    last.expand_as(x.narrow(dim, 0, h)) if h else last[:0]], dim)
+    if op == "mean":
+        c = torch.cumsum(xp.double(), dim)
+        c = torch.cat([torch.zeros_like(c.narrow(dim, 0, 1)), c], dim)
+        return ((c.narrow(dim, k, n) - c.narrow(dim, 0, n)) / k).to(x.dtype)
+    m, w = xp, 1
+    while 2 * w <= k:  # m[i] = max(xp[i : i + 2w])
+        m = torch.maximum(m.narrow(dim, 0, m.shape[dim] - w), m.narrow(dim, w, m.shape[dim] - w))
+        w *= 2
+    if w < k:
+        m = torch.maximum(m.narrow(dim, 0, n), m.narrow(dim, k - w, n))
+    return m.narrow(dim, 0, n)
+
+
+def _window(x: torch.Tensor, k: int, op: str = "mean") -> torch.Tensor:
+    """``k × k`` (odd) running mean or max of ``(N, C, H, W)`` ``x``, border replicated
+    (the mean equals ``model.ncc.box_mean``, faster for large ``k``), separable."""
+    return _window_1d(_window_1d(x, k, -1, op), k, -2, op)
 
 
 @torch.no_grad()
@@ -129,21 +157,20 @@ def sigma_features(pre_n: torch.Tensor, post_n: torch.Tensor, flow: torch.Tensor
     b = warp(post_n.float(), d, mode=warp_mode)
     diff = a - b
     ncc7 = one_minus_ncc(a, b, 7)
-    shared = [ncc7, one_minus_ncc(a, b, 15), box_mean(diff.abs(), 7),
-              box_mean(ncc7, BLOB_WINDOW)]
-    res2 = torch.log(box_mean(diff * diff, 7) + 1e-3)
     gx = F.pad(a[..., :, 2:] - a[..., :, :-2], (1, 1, 0, 0), mode="replicate") / 2
     gy = F.pad(a[..., 2:, :] - a[..., :-2, :], (0, 0, 1, 1), mode="replicate") / 2
+    # every 7 px mean in one pass: |diff|, diff², gx², gy², dx, dy
+    b7 = box_mean(torch.cat([diff.abs(), diff * diff, gx * gx, gy * gy, d], 1), 7)
+    shared = [ncc7, one_minus_ncc(a, b, 15), b7[:, :1], _window(ncc7, BLOB_WINDOW)]
+    res2 = torch.log(b7[:, 1:2] + 1e-3)
     moved = (d - d0).abs()
-    half = BLOB_WINDOW // 2
-    moved_wide = F.max_pool2d(F.pad(moved, (half,) * 4, mode="replicate"), BLOB_WINDOW,
-                              stride=1)
+    moved_wide = _window(moved, BLOB_WINDOW, "max")
     per = []
-    for k, g in enumerate((gx, gy)):
+    for k in range(2):
         dk = d[:, k:k + 1]
-        grad = torch.log(box_mean(g * g, 7) + 1e-3)
+        grad = torch.log(b7[:, 2 + k:3 + k] + 1e-3)
         per += [torch.log(1e-3 + (dk - previous[:, k:k + 1].float()).abs()),
-                torch.log(1e-3 + (dk - box_mean(dk, 7)).abs()),
+                torch.log(1e-3 + (dk - b7[:, 4 + k:5 + k]).abs()),
                 torch.log(1e-3 + moved[:, k:k + 1]),
                 torch.log(1e-3 + moved_wide[:, k:k + 1]),
                 grad, res2 - grad]
