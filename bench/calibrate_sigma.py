@@ -30,17 +30,18 @@ BORDER = 8  # px left out along the border (the model sees no context there)
 
 
 @torch.no_grad()
-def collect(model, samples: SampleSet, batch: int = 8, every: int = 3
+def collect(model, samples: SampleSet, batch: int = 8, every: int = 2
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Features ``(N, 5)`` and ``|error|`` ``(N, 2)`` px of every ``every``-th valid pixel,
-    from the field as inference makes it (start, bf16 where used, sharpening)."""
+    """Features ``(N, len(FEATURES))`` and ``|error|`` ``(N, 2)`` px of every ``every``-th
+    valid pixel, from the field as inference makes it (start, bf16 where used, sharpening)."""
     bf16 = use_bf16(next(model.parameters()).device)
     feats, errs = [], []
     for i in range(0, len(samples), batch):
         a = torch.from_numpy(samples.pre[i:i + batch][:, None])
         b = torch.from_numpy(samples.post[i:i + batch][:, None])
-        flow, previous = final_iterates(model, a, b, bf16=bf16)  # as at inference
-        f = sigma_features(normalize(a), normalize(b), flow, previous, model.config.warp_mode)
+        flow, previous, start = final_iterates(model, a, b, bf16=bf16, with_start=True)
+        f = sigma_features(normalize(a), normalize(b), flow, previous, start,
+                           model.config.warp_mode)
         err = (flow - torch.from_numpy(samples.flow[i:i + batch])).abs()
         valid = samples.valid[i:i + batch].copy()
         valid[:, :BORDER] = valid[:, -BORDER:] = False
@@ -53,11 +54,12 @@ def collect(model, samples: SampleSet, batch: int = 8, every: int = 3
 
 def report(sm: SigmaModel, feats: np.ndarray, errs: np.ndarray) -> dict[str, float]:
     """Spearman(σ, |error|) and the share of ``|error| ≤ 2σ`` per component."""
-    sigma = sm.predict(torch.from_numpy(feats).T[None, :, :, None])[0, 0, :, 0].numpy()
-    out = {"spearman": float(sstats.spearmanr(sigma, errs.max(1)).statistic)}
+    sigma = sm.predict_rows(feats)
+    out = {}
     for k, name in enumerate(("dx", "dy")):
-        out[f"within_2sigma_{name}"] = float(np.mean(errs[:, k] <= 2 * sigma))
-    out["median_sigma_px"] = float(np.median(sigma))
+        out[f"spearman_{name}"] = float(sstats.spearmanr(sigma[:, k], errs[:, k]).statistic)
+        out[f"within_2sigma_{name}"] = float(np.mean(errs[:, k] <= 2 * sigma[:, k]))
+        out[f"median_sigma_{name}_px"] = float(np.median(sigma[:, k]))
     return out
 
 
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", nargs="+", required=True, help="sample .npz from microflow data")
     p.add_argument("--weights", help="model name or .safetensors (default: best shipped)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--every", type=int, default=2,
+                   help="use every N-th valid pixel of each sample (default 2)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.weights or default_model_name("cpu")
     path = resolve_weights(name)
     model = get_model(str(path), torch.device("cpu"))
-    parts = [collect(model, load_samples(v)) for v in args.val]
+    parts = [collect(model, load_samples(v), every=args.every) for v in args.val]
     feats = np.concatenate([f for f, _ in parts])
     errs = np.concatenate([e for _, e in parts])
     sm = fit_sigma_model(feats, errs, calibration=f"{len(errs)} pixels of "

@@ -19,8 +19,9 @@ than ``CLOUD_DN`` (TOA reflectance 0.20; the clear ``post`` has its 99th percent
 (DN 0 in either image) is excluded from everything.
 
 MicroFlow's σ and its validity come from ``estimate_displacement(..., return_sigma=True)``
-and ``model.uncertainty.DEFAULT_MAX_SIGMA_PX`` (valid: finite, and σ of neither component
-above it) where those exist; otherwise every finite pixel counts as valid and log-TV runs
+and ``model.uncertainty.low_confidence`` (valid: finite, and not low confidence: σ of
+neither component above ``DEFAULT_MAX_SIGMA_PX``, nor too many such pixels around) where
+those exist; otherwise every finite pixel counts as valid and log-TV runs
 unweighted (the report says which).
 The correlator (window 32 px, step 8 px) is scored at its window centres; a centre is
 valid where its estimate is finite.
@@ -123,11 +124,10 @@ def _estimate_with_sigma(pre: np.ndarray, post: np.ndarray, weights: str | None
         flow, sigma = estimate_displacement(pre, post, return_sigma=True, **kwargs)
         valid = np.isfinite(flow).all(0)
         try:
-            from model.uncertainty import DEFAULT_MAX_SIGMA_PX
+            from model.uncertainty import low_confidence
         except ImportError:
             return flow, sigma, valid
-        with np.errstate(invalid="ignore"):
-            valid &= ~(sigma > DEFAULT_MAX_SIGMA_PX).any(axis=0)
+        valid &= ~low_confidence(sigma)  # σ and its neighbourhood, as the pipeline flags
         return flow, sigma, valid
     flow = estimate_displacement(pre, post, **kwargs)
     return flow, None, np.isfinite(flow).all(0)
@@ -182,8 +182,9 @@ def real_benchmark(out: Path, weights: str | None = None, folder: Path = REAL_DI
         f"0.20), dilated by {CLOUD_DILATE_PX} px: {cloud[data].mean():.1%} of the data "
         "pixels. Shadows are not in it. Nodata (DN 0) is excluded everywhere.",
         "- Coverage: share of cloud-free data pixels marked valid. "
-        + ("MicroFlow valid = finite and σ of both components ≤ "
-           "`model.uncertainty.DEFAULT_MAX_SIGMA_PX`; log-TV weighted by 1/σ² "
+        + ("MicroFlow valid = finite and not `model.uncertainty.low_confidence` (σ of "
+           "both components ≤ `DEFAULT_MAX_SIGMA_PX`, and not among too many pixels "
+           "above it); log-TV weighted by 1/σ² "
            "(`weights_from_sigma`)." if sigma is not None else
            "MicroFlow has no σ yet (`estimate_displacement(..., return_sigma=True)` not "
            "available): every finite pixel counts as valid, log-TV is unweighted."),

@@ -69,13 +69,15 @@ Stats = tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tenso
 
 
 def final_iterates(model: MicroFlow, pre: torch.Tensor, post: torch.Tensor,
-                   stats: Stats | None = None, levels: int | None = None, bf16: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   stats: Stats | None = None, levels: int | None = None, bf16: bool = False,
+                   with_start: bool = False) -> tuple[torch.Tensor, ...]:
     """The last two iterates ``(B, 2, H, W)`` float32 px on ``(B, 1, H, W)`` images, as at
     inference: from the model's own start (``levels`` None; else that many coarse-to-fine
     levels), then fault-sharpened if ``model.config.sharpen`` (``model.sharpen``). The
     previous iterate moves with the sharpening, so σ's "the last iteration still moved"
     feature measures the network alone. σ's calibration runs through here too.
+    ``with_start`` also returns the start field ``df_0`` (zeros for a model with no
+    correlator start), σ's consistency evidence: ``(flow, previous, start)``.
     """
     init = model_start(model, pre, post) if levels is None else None
     with torch.autocast(device_type=pre.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -86,6 +88,8 @@ def final_iterates(model: MicroFlow, pre: torch.Tensor, post: torch.Tensor,
         pre_stats, post_stats = (None, None) if stats is None else stats
         sharp = sharpen_field(normalize(pre, pre_stats), normalize(post, post_stats), flow)
         flow, previous = sharp, previous + (sharp - flow)
+    if with_start:
+        return flow, previous, (torch.zeros_like(flow) if init is None else init.float())
     return flow, previous
 
 
@@ -114,17 +118,18 @@ def predict_tiles(model: MicroFlow, pre_tiles: np.ndarray, post_tiles: np.ndarra
     post = torch.from_numpy(np.ascontiguousarray(post_tiles[:, None])).to(device)
     t = [(torch.tensor(m, device=device), torch.tensor(s, device=device)) for m, s in stats]
 
-    def last_two(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # (B, 4, H, W)
-        return torch.cat(final_iterates(model, a, b, (t[0], t[1]), levels, bf16), dim=1)
+    def last_two(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # (B, 6, H, W)
+        return torch.cat(final_iterates(model, a, b, (t[0], t[1]), levels, bf16,
+                                        with_start=True), dim=1)
 
     both = flip_average(last_two, pre, post) if flips else last_two(pre, post)
-    flow, previous = both[:, :2], both[:, 2:]
+    flow, previous, start = both[:, :2], both[:, 2:4], both[:, 4:]
     if not sigma:
         return flow.cpu().numpy()
     feats = sigma_features(normalize(pre, t[0]), normalize(post, t[1]), flow, previous,
-                           model.config.warp_mode)
+                           start, model.config.warp_mode)
     s = model.sigma_model.predict(feats)
-    return torch.cat([flow, s, s], dim=1).cpu().numpy()
+    return torch.cat([flow, s], dim=1).cpu().numpy()
 
 
 def infer_mosaic(

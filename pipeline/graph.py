@@ -5,8 +5,9 @@ before ``east``/``north`` are written, without ever running the model twice:
 
 ``measure_graph``
     pre/post bands → per-block MicroFlow with a halo (``pipeline.infer``) → ``(dx, dy, σx,
-    σy)`` px → flags (``pipeline.flags``) → ``east_raw``, ``north_raw``, ``east_sigma``,
-    ``north_sigma`` in metres, NaN wherever the pixel is not measured.
+    σy)`` px → flags (``pipeline.flags``) → ``east_raw``, ``north_raw`` in metres, NaN
+    wherever the pixel is not measured; ``east_sigma``, ``north_sigma`` in metres, NaN
+    where there is no data (no data or cloud), kept where the pixel is flagged for its σ.
 ``finish_graph``
     the stored raw field and σ (read back from the cube with a halo) and the same input
     flags → confidence-weighted log-TV (``pipeline.denoise``) → minus the ramp →
@@ -25,9 +26,9 @@ import numpy as np
 import xarray as xr
 
 from .config import RunConfig
-from .cube import MEASURED
+from .cube import CLOUD, MEASURED, NO_DATA
 from .denoise import denoise_chunked
-from .flags import final_codes, input_codes
+from .flags import final_codes, input_codes, low_confidence_block
 from .infer import infer_block
 from .model_ref import ModelRef
 from .overlap import with_halo
@@ -80,21 +81,27 @@ def _input_codes(pair: xr.Dataset, cfg: RunConfig) -> da.Array:
 
 
 def _flags(codes_in: da.Array, raw: da.Array, sigma: da.Array, max_sigma: float) -> da.Array:
-    shape = codes_in.shape[1:]
+    from model.uncertainty import CROWD_RADIUS_PX
 
-    def block(c, r, s, block_info=None):
+    shape = codes_in.shape[1:]
+    unsure = with_halo(low_confidence_block, sigma.astype(np.float32), CROWD_RADIUS_PX,
+                       out_channels=1, name="low-confidence", max_sigma=max_sigma,
+                       radius=CROWD_RADIUS_PX).rechunk((1, *codes_in.chunks[1:]))
+
+    def block(c, r, s, u, block_info=None):
         (row0, _), (col0, _) = block_info[None]["array-location"]
         return final_codes(c[0], r, s, row0=row0, col0=col0, shape=shape,
-                           max_sigma=max_sigma)
+                           max_sigma=max_sigma, unsure=u[0])
 
-    return da.map_blocks(block, codes_in, raw, sigma, drop_axis=0, dtype=np.uint8,
+    return da.map_blocks(block, codes_in, raw, sigma, unsure, drop_axis=0, dtype=np.uint8,
                          chunks=codes_in.chunks[1:], name="flags")
 
 
 def measure_graph(pair: xr.Dataset, stats: Stats, cfg: RunConfig, model: ModelRef,
                   gpu: bool = False) -> dict[str, da.Array]:
-    """Lazy ``east_raw``, ``north_raw``, ``east_sigma``, ``north_sigma`` ``(H, W)`` float32
-    m, NaN where not measured, chunked ``(tile, tile)``.
+    """Lazy ``east_raw``, ``north_raw`` (NaN where not measured), ``east_sigma``,
+    ``north_sigma`` (NaN where no data or cloud) ``(H, W)`` float32 m, chunked
+    ``(tile, tile)``.
 
     ``pair``: ``pre``/``post`` ``(band, y, x)`` float32 (NaN = missing), optional
     ``cloud`` ``(y, x)`` bool; projected ``x``/``y`` (m). ``gpu`` annotates inference
@@ -107,7 +114,10 @@ def measure_graph(pair: xr.Dataset, stats: Stats, cfg: RunConfig, model: ModelRe
                       device=cfg.model.device, torch_threads=cfg.model.torch_threads,
                       batch_size=t.batch_size, flip_average=cfg.model.flip_average)
     raw, sigma = field[:2], field[2:]
-    codes = _flags(_input_codes(pair, cfg), raw, sigma, cfg.confidence.max_sigma)
+    codes_in = _input_codes(pair, cfg)
+    no_data = (codes_in == NO_DATA) | (codes_in == CLOUD)  # the images have no pixel there
+    sigma = da.where(no_data, np.float32(np.nan), sigma)  # before the flags: as stored
+    codes = _flags(codes_in, raw, sigma, cfg.confidence.max_sigma)
     measured = codes == MEASURED
     raw = da.where(measured[None], raw, np.float32(np.nan))
     xres, yres = pixel_size(pair)

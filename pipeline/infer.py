@@ -34,7 +34,8 @@ def infer_block(stack: np.ndarray, *, n_bands: int, stats: tuple, model: ModelRe
         flip_average: average the model over the four flips of the block.
 
     Several bands are estimated one by one and combined by ``model.bands.combine_bands``
-    (their disagreement feeds σ).
+    as correlated evidence (``model.bands.band_rho`` of the pre bands: copies of one band
+    count as one band; their disagreement feeds σ).
     """
     import torch
 
@@ -60,7 +61,8 @@ def infer_block(stack: np.ndarray, *, n_bands: int, stats: tuple, model: ModelRe
         sigmas.append(out[2:])
     if n_bands == 1:
         return np.concatenate([flows[0], sigmas[0]]).astype(np.float32)
-    from model.bands import combine_bands
+    from model.bands import band_rho, combine_bands
 
-    flow, sigma = combine_bands(np.stack(flows), np.stack(sigmas))
+    rho = band_rho(np.asarray(stack[:n_bands], dtype=np.float32))
+    flow, sigma = combine_bands(np.stack(flows), np.stack(sigmas), rho=rho)
     return np.concatenate([flow, sigma]).astype(np.float32)

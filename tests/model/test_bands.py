@@ -68,3 +68,53 @@ def test_bad_shapes_are_rejected():
         combine_bands(np.zeros((3, 2, 4, 4)), np.zeros((3, 2, 4, 5)))
     with pytest.raises(ValueError, match="shape"):
         combine_bands(np.zeros((2, 4, 4)), np.zeros((2, 4, 4)))
+
+
+def test_copies_of_one_band_do_not_shrink_sigma():
+    """Issue 20: ``--band 1 2 3`` on a file whose bands are copies gave σ / √3. Copies are
+    one band's evidence: their texture correlation is 1, so σ stays the band's own."""
+    from model.bands import band_rho
+
+    rng = np.random.default_rng(1)
+    image = rng.standard_normal((32, 32)).astype(np.float32)
+    f = np.stack([np.full((2, 32, 32), 0.4, np.float32)] * 3)
+    s = np.stack([np.full((2, 32, 32), 0.2, np.float32)] * 3)
+    rho = band_rho(np.stack([image, 2.0 * image + 5.0, image]))  # gain and offset: copies
+    np.testing.assert_allclose(rho, 1.0, atol=1e-5)
+    out, sigma = combine_bands(f, s, rho=rho)
+    np.testing.assert_allclose(out, 0.4, atol=1e-6)
+    np.testing.assert_allclose(sigma, 0.2, rtol=1e-4)
+
+
+def test_correlated_bands_shrink_sigma_by_the_effective_number_of_bands():
+    from model.bands import RHO_LANDSAT_RGB, effective_bands
+
+    f, s = _bands([0.5, 0.5, 0.5], [0.2, 0.2, 0.2])
+    _, sigma = combine_bands(f, s, rho=RHO_LANDSAT_RGB)
+    n_eff = effective_bands(3, RHO_LANDSAT_RGB)
+    assert 1.0 < n_eff < 3.0
+    np.testing.assert_allclose(sigma, 0.2 / np.sqrt(n_eff), rtol=1e-5)
+    assert effective_bands(3, 0.0) == 3 and effective_bands(3, 1.0) == 1
+
+
+def test_correlated_evidence_with_unequal_sigma_matches_the_variance_of_the_mean():
+    """Monte Carlo: errors with correlation ρ and σ 0.1, 0.3; the combined σ is the std of
+    the inverse-variance mean."""
+    rng = np.random.default_rng(2)
+    rho, sig = 0.6, np.array([0.1, 0.3])
+    cov = rho * np.outer(sig, sig) + np.diag((1 - rho) * sig**2)
+    e = rng.multivariate_normal([0, 0], cov, 200000)
+    w = 1 / sig**2
+    empirical = (e @ w / w.sum()).std()
+    f = np.zeros((2, 2, 1, 1))
+    s = np.broadcast_to(sig[:, None, None, None], f.shape)
+    _, sigma = combine_bands(f, s, rho=rho)
+    np.testing.assert_allclose(sigma, empirical, rtol=0.01)
+
+
+def test_texture_correlation_of_independent_bands_is_low():
+    from model.bands import texture_correlation
+
+    rng = np.random.default_rng(3)
+    r = texture_correlation(rng.standard_normal((3, 64, 64)))
+    assert r.shape == (64, 64) and np.median(r) < 0.15

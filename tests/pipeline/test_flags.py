@@ -39,3 +39,36 @@ def test_final_codes_flag_low_confidence_and_matches_outside_the_image():
     # the same block seen at its place inside a larger image: nothing falls outside
     code = final_codes(inputs, raw, sigma, row0=0, col0=0, shape=(100, 100), max_sigma=0.5)
     assert (code[:, -2:] == MEASURED).all()
+
+
+def test_a_pixel_among_many_low_confidence_ones_is_flagged_too():
+    """Issue 20: a false blob whose own σ is small, among pixels whose σ is large, is not
+    measured; an isolated uncertain pixel does not spread."""
+    from model.uncertainty import low_confidence
+
+    sigma = np.full((2, 60, 60), 0.05, np.float32)
+    sigma[0, 10:30, 10:30] = 0.5  # a patch that σ flags (dx only) ...
+    sigma[:, 20, 20] = 0.05  # ... with a confident-looking pixel inside it
+    sigma[1, 45, 45] = 0.5  # and one isolated uncertain pixel
+    sigma[:, 0, 59] = np.nan  # no data: not low confidence
+    low = low_confidence(sigma, max_sigma=0.15, radius=4, share=0.2)
+    assert low[20, 20] and low[10:30, 10:30].all()
+    assert low[45, 45] and low[40:50, 40:50].sum() == 1
+    assert not low[0, 59]
+    np.testing.assert_array_equal(low_confidence(sigma, 0.15, radius=0),
+                                  (sigma > 0.15).any(0))
+
+
+def test_low_confidence_blocks_with_their_halo_agree_with_the_whole():
+    import dask.array as da
+
+    from model.uncertainty import low_confidence
+    from pipeline.flags import low_confidence_block
+    from pipeline.overlap import with_halo
+
+    rng = np.random.default_rng(0)
+    sigma = np.exp(rng.normal(-2.5, 1.0, (2, 96, 96))).astype(np.float32)
+    whole = low_confidence(sigma, 0.15, radius=6)
+    tiled = with_halo(low_confidence_block, da.from_array(sigma, chunks=(2, 32, 32)), 6,
+                      out_channels=1, name="lc", max_sigma=0.15, radius=6).compute()[0]
+    np.testing.assert_array_equal(tiled > 0.5, whole)

@@ -91,10 +91,11 @@ def test_pair_command_gives_a_planted_shift_in_metres_with_the_right_signs(pair_
         assert ds[name].attrs["units"] == "m"
         assert (ds[name].values[valid] > 0).all()  # known, in metres, wherever measured
     low = ds.valid.values == cube.LOW_CONFIDENCE
-    from model.uncertainty import DEFAULT_MAX_SIGMA_PX
+    from model.uncertainty import low_confidence
 
-    high = np.maximum(ds.east_sigma.values, ds.north_sigma.values)[low]
-    assert (high > DEFAULT_MAX_SIGMA_PX * RES).all()
+    # σ above max σ, or among too many such pixels (the rule on the stored σ, in px)
+    sigma_px = np.stack([ds.east_sigma.values, ds.north_sigma.values]) / RES
+    assert low_confidence(sigma_px)[low].all()
 
 
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tmp_path):
@@ -325,6 +326,9 @@ def test_nodata_is_nan_everywhere_and_its_surroundings_are_flagged_edge(tmp_path
         values = ds[name].values
         assert np.isnan(values[valid != 1]).all(), name
         assert np.isfinite(values[valid == 1]).all(), name
+    for name in ("east_sigma", "north_sigma"):  # issue 20: no data means NaN σ too
+        assert np.isnan(ds[name].values[valid == cube.NO_DATA]).all(), name
+        assert np.isfinite(ds[name].values[valid == 1]).all(), name
 
 
 def test_several_bands_are_estimated_and_combined(tmp_path, client):
