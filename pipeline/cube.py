@@ -647,6 +647,17 @@ def update_provenance(path: str | Path, pair: int, extra: dict) -> None:
         _consolidate(path)
 
 
+def list_in_attrs(path: str | Path, name: str, value: str) -> None:
+    """Add ``value`` to the list in the cube's global attribute ``name`` (created if
+    missing; a value already listed is not listed twice), e.g. the pairs' STAC Items."""
+    with cube_lock(path):
+        g = _open_group(path, mode="r+")
+        listed = list(g.attrs.get(name, []))
+        if value not in listed:
+            g.attrs[name] = [*listed, value]
+            _consolidate(path)
+
+
 def pair_provenance(ds: xr.Dataset, pair: int) -> dict:
     """The per-pair provenance given to :func:`add_pair`, as a dict."""
     return json.loads(str(ds["provenance"].values[pair]) or "{}")
