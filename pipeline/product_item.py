@@ -72,7 +72,7 @@ def _parent(target: str | Path) -> str | Path:
     """The folder (or URL prefix) that holds ``target``."""
     if stores.is_remote(target):
         return str(stores.normalize(target)).rsplit("/", 1)[0]
-    return Path(target).absolute().parent
+    return Path(os.path.abspath(target)).parent
 
 
 def _footprint(ds: xr.Dataset, densify: int = 16) -> dict:
@@ -92,7 +92,7 @@ def _href(target: str | Path, item_dir: str | Path) -> str:
     """``target`` relative to the Item's folder when both are local, else absolute."""
     if stores.is_remote(target) or stores.is_remote(item_dir):
         return str(stores.normalize(target))
-    return os.path.relpath(Path(target).absolute(), Path(item_dir).absolute())
+    return os.path.relpath(os.path.abspath(target), os.path.abspath(item_dir))
 
 
 def _asset_key(path: str | Path, used: set[str]) -> str:
@@ -171,7 +171,7 @@ def build_item(path: str | Path, pair: int, *, quicklooks: Iterable[str | Path] 
                 _href(f, item_dir), title=Path(f).name, media_type=media,
                 roles=["overview" if Path(f).suffix.lower() == ".png" else role]))
     item.set_self_href(str(stores.normalize(target)) if stores.is_remote(target)
-                       else str(Path(target).absolute()))
+                       else os.path.abspath(target))
     return item
 
 
@@ -184,7 +184,7 @@ def read_item(target: str | Path) -> pystac.Item:
     """An Item written by :func:`write_item` (local file or ``s3://`` object)."""
     item = pystac.Item.from_dict(json.loads(stores.read_text(target)))
     item.set_self_href(str(stores.normalize(target)) if stores.is_remote(target)
-                       else str(Path(target).absolute()))
+                       else os.path.abspath(target))
     return item
 
 

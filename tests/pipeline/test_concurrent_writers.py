@@ -270,6 +270,7 @@ def test_pair_commands_started_together_on_a_new_local_cube_both_succeed(
     _check_cli_pairs(out, _pair_commands(scenes, out, *(["--append"] if append else [])))
 
 
+@pytest.mark.slow  # about 2 min on 2 busy cores; the S3 writers above run by default
 def test_pair_commands_started_together_on_a_new_s3_cube_both_succeed(s3, scenes, tmp_path):
     url = f"s3://{s3.bucket()}/same.zarr"
     _check_cli_pairs(url, _pair_commands(scenes, url, "--append"))

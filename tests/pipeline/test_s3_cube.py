@@ -4,12 +4,14 @@ endpoint from the standard ``AWS_*`` environment only."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pystac
 import pytest
 import rasterio
 import xarray as xr
@@ -222,5 +224,13 @@ def test_region_flow_writes_cubes_and_markers_to_s3_and_skips_them_on_rerun(
     assert first["done"] == ["a"] and again["skipped"] == ["a"]
     assert cube.pairs(f"{prefix}/a.zarr")[0].complete
     assert store.exists(f"{prefix}/a.done.json")
+    catalog = json.loads(store.read_text(f"{prefix}/catalog.json"))  # the static catalog
+    assert [link["href"] for link in catalog["links"] if link["rel"] == "item"] == [
+        "./a_pair0.json"]
+    item = pystac.Item.from_dict(json.loads(store.read_text(f"{prefix}/a_pair0.json")))
+    derived = [link.href for link in item.links if link.rel == "derived_from"]
+    assert len(derived) == 2 and all(h.startswith(s.url) for h in derived), derived
+    assert {a.media_type for a in item.assets.values()} == {pystac.MediaType.VND_ZARR,
+                                                            pystac.MediaType.PNG}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_pair0_maps.png",
                                                           "a_pair0_profile.png"]
