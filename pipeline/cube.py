@@ -788,3 +788,31 @@ def open_cube(path: str | Path) -> xr.Dataset:
         return xr.open_zarr(str(stores.normalize(path)), decode_coords="all",
                             storage_options=stores.storage_options(path))
     return xr.open_zarr(str(path), decode_coords="all")
+
+
+def copy_cube(src: str | Path, dst: str | Path) -> None:
+    """Copy the cube at ``src`` (e.g. a Zarr v3 cube of an earlier version) into a new cube
+    at ``dst`` in the current format (Zarr v2, which GDAL reads).
+
+    Every pair is copied with its times, ids, key, provenance and completion, and only the
+    blocks whose stage is written, so an unfinished pair stays resumable in the copy.
+    """
+    ds = open_cube(src)
+    g = _open_group(src)
+    attrs = {k: v for k, v in g.attrs.items() if k != "Conventions"}
+    create_cube(dst, x=ds.x.values, y=ds.y.values, crs=ds.rio.crs,
+                chunk=int(g["valid"].chunks[1]), attrs=attrs)
+    c = int(g["valid"].chunks[1])
+    for e in pairs(src):
+        i = add_pair(dst, pre_time=ds.pre_time.values[e.index],
+                     post_time=ds.post_time.values[e.index], pre_id=e.pre_id,
+                     post_id=e.post_id, attrs=pair_provenance(ds, e.index), key=e.key)
+        for stage, names in STAGES.items():
+            for bi, bj in sorted(done_blocks(src, e.index, stage)):
+                rows, cols = slice(bi * c, (bi + 1) * c), slice(bj * c, (bj + 1) * c)
+                write_block(dst, i, bi * c, bj * c,
+                            {n: np.asarray(ds[n][e.index, rows, cols].values)
+                             for n in names})
+        if e.complete:
+            set_complete(dst, i)
+

@@ -207,3 +207,24 @@ def test_a_zarr_v3_cube_of_earlier_versions_is_still_read_appended_and_exported(
     files = export_pair(path, 0, tmp_path / "out")
     with rasterio.open(files[0]) as r:
         np.testing.assert_array_equal(r.read(1), fields["east"])
+
+
+def test_a_v3_cube_copied_to_the_current_format_opens_in_gdal_and_resumes(tmp_path):
+    old, new = tmp_path / "old.zarr", tmp_path / "new.zarr"
+    cube.create_cube(old, x=X, y=Y, crs="EPSG:32611", chunk=C, attrs={"k": "v"},
+                     zarr_format=3)
+    fields = _fields(6)
+    _write_pair(old, 0, fields)
+    i = cube.add_pair(old, pre_time=None, post_time=None, pre_id="a", post_id="b", key="kb")
+    cube.write_block(old, i, 0, 0, {n: a[:C, :C] for n, a in fields.items()})  # unfinished
+    cube.copy_cube(old, new)
+    assert cube.zarr_format(new) == 2
+    with rasterio.open(f'ZARR:"{new}":/east:0') as r:
+        assert r.crs.to_epsg() == 32611
+        np.testing.assert_array_equal(r.read(1), fields["east"])
+    assert [(e.key, e.complete) for e in cube.pairs(new)] == [("", True), ("kb", False)]
+    assert cube.done_blocks(new, 1) == {(0, 0)}  # what a rerun would skip
+    ds = cube.open_cube(new)
+    assert cube.pair_provenance(ds, 0) == {"k": 0} and ds.attrs["k"] == "v"
+    assert ds.post_time.values[0] == np.datetime64("2019-07-11T18:40", "ns")
+
