@@ -7,7 +7,8 @@ footprint in lon/lat (the grid's outline, densified), ``proj:code``/``proj:shape
 ``proj:transform`` of the grid, ``derived_from`` links to the input items when they came
 from STAC, and assets: the cube (``data``), the quick-looks (``overview``), the exports
 (COGs or NetCDF, ``data``) and any extra files (e.g. the rupture map GeoJSON) that exist.
-Local asset hrefs are relative to the Item's folder, so the folder can be moved.
+Asset hrefs are relative to the Item's folder when both are local or in one bucket,
+so the folder can be moved.
 :func:`add_to_catalog` adds Items to a static STAC Catalog (``catalog.json``).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,10 +91,19 @@ def _footprint(ds: xr.Dataset, densify: int = 16) -> dict:
 
 
 def _href(target: str | Path, item_dir: str | Path) -> str:
-    """``target`` relative to the Item's folder when both are local, else absolute."""
+    """``target`` relative to the Item's folder when both are local or both in one bucket,
+    else absolute."""
     if stores.is_remote(target) or stores.is_remote(item_dir):
-        return str(stores.normalize(target))
+        a, b = str(stores.normalize(target)), str(stores.normalize(item_dir))
+        if stores.is_remote(a) and stores.is_remote(b) and _bucket(a) == _bucket(b):
+            return posixpath.relpath(a.split("://", 1)[1], b.split("://", 1)[1])
+        return a
     return os.path.relpath(os.path.abspath(target), os.path.abspath(item_dir))
+
+
+def _bucket(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def _asset_key(path: str | Path, used: set[str]) -> str:
@@ -182,10 +193,9 @@ def _write(item: pystac.Item, target: str | Path) -> None:
 
 def read_item(target: str | Path) -> pystac.Item:
     """An Item written by :func:`write_item` (local file or ``s3://`` object)."""
-    item = pystac.Item.from_dict(json.loads(stores.read_text(target)))
-    item.set_self_href(str(stores.normalize(target)) if stores.is_remote(target)
-                       else os.path.abspath(target))
-    return item
+    href = str(stores.normalize(target)) if stores.is_remote(target) else os.path.abspath(
+        target)
+    return pystac.Item.from_dict(json.loads(stores.read_text(target)), href=href)
 
 
 def write_item(path: str | Path, pair: int, *, quicklooks: Iterable[str | Path] = (),
