@@ -86,13 +86,13 @@ def _write_cog(target: Path, data: np.ndarray, *, crs, transform, nodata, unit: 
     partial = target.with_name(target.name + ".partial")
     with MemoryFile() as mem:
         with mem.open(**profile) as tmp:
-            tmp.write(data, 1)
+            if colormap:  # before the pixels: it sets the TIFF's photometric tag
+                tmp.write_colormap(1, colormap)
             tmp.units = (unit,)
             tmp.set_band_description(1, description)
             tmp.update_tags(**tags)
             tmp.update_tags(1, **band_tags)
-            if colormap:
-                tmp.write_colormap(1, colormap)
+            tmp.write(data, 1)
         with mem.open() as src:
             rasterio.shutil.copy(
                 src, partial, driver="COG", COMPRESS="DEFLATE",
