@@ -51,7 +51,9 @@ def open_pair(out: str | Path, *, x: np.ndarray, y: np.ndarray, crs, tile: int, 
 
     The same scenes with the same ``key`` resume. The same scenes with another key are
     added as a new pair (``if_exists="append"``), replace the old one (``"overwrite"``),
-    or raise :class:`PairExistsError` saying which option to use (``"resume"``).
+    or raise :class:`PairExistsError` saying which option to use (``"resume"``). The
+    decision and the new slot are taken under the cube's lock (``pipeline.cube_lock``), so
+    runs started together into one cube, new or not, each get their own pair.
     """
     cube.create_cube(out, x=x, y=y, crs=crs, chunk=tile, attrs=attrs)
     with cube_lock(out):  # the decision and the new slot, as one step
