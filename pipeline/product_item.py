@@ -15,6 +15,7 @@ so the folder can be moved.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 from collections.abc import Iterable, Mapping
@@ -36,6 +37,7 @@ MEDIA_TYPES = {".tif": pystac.MediaType.COG, ".tiff": pystac.MediaType.COG,
                ".png": pystac.MediaType.PNG, ".geojson": pystac.MediaType.GEOJSON,
                ".json": pystac.MediaType.JSON, ".nc": pystac.MediaType.NETCDF}
 CATALOG_NAME = "catalog.json"
+log = logging.getLogger(__name__)
 SOFTWARE = "microflow"
 
 
@@ -227,7 +229,8 @@ def _existing_exports(target: str | Path) -> list[str]:
 
 def add_assets(path: str | Path, pair: int, files: Iterable[str | Path]) -> str | Path | None:
     """Add ``files`` (e.g. the exports of ``microflow export``) to the pair's Item, if it
-    has one; returns the Item's path, or None when there is none."""
+    has one; returns the Item's path, or None when there is none or it cannot be written
+    (a warning says so)."""
     target = item_path(path, pair)
     if not stores.exists(target):
         return None
@@ -242,7 +245,11 @@ def add_assets(path: str | Path, pair: int, files: Iterable[str | Path]) -> str 
         item.add_asset(_asset_key(f, used), pystac.Asset(
             _href(f, item_dir), title=Path(f).name,
             media_type=MEDIA_TYPES.get(Path(f).suffix.lower()), roles=["data"]))
-    _write(item, target)
+    try:
+        _write(item, target)
+    except OSError as e:  # a cube in a read-only place: the files are there all the same
+        log.warning("could not list the files in the STAC Item %s: %s", target, e)
+        return None
     return target
 
 
