@@ -60,6 +60,18 @@ def quicklook_task(cube: str, index: int, out_dir: str | None = None) -> list[st
     return [str(p) for p in draw_quicklooks(cube, index, out_dir)]
 
 
+@task(name="stack", retries=1, retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def stack_task(cube: str, indices: list[int], quicklooks: bool,
+               out_dir: str | None = None) -> dict:
+    """The σ-weighted robust stack of a cube's pairs (``pipeline.stack``), quick-looks."""
+    from pipeline.stack import draw_stack_quicklooks, stack_cube
+
+    summary = stack_cube(cube, indices)
+    summary["quicklooks"] = ([str(p) for p in draw_stack_quicklooks(cube, out_dir)]
+                             if quicklooks else [])
+    return summary
+
+
 @flow(name="earthquake-response")
 def earthquake_response(
     out: str,
@@ -73,6 +85,8 @@ def earthquake_response(
     days_before: float | None = None,
     days_after: float | None = None,
     max_cloud: float | None = None,
+    same_orbit: str | None = None,
+    pairs: int | None = None,
     tile: int | None = None,
     halo: int | None = None,
     batch_size: int | None = None,
@@ -102,6 +116,9 @@ def earthquake_response(
         assets: STAC asset names (several: estimated each, then combined).
         bbox: ``[W, S, E, N]`` degrees, or ``point`` ``[lon, lat]`` with ``radius_km``.
         days_before, days_after: search windows (days); max_cloud: percent.
+        same_orbit: ``prefer``, ``require`` or ``any``: pair scenes of one relative orbit.
+        pairs: pairs per grid (the best by days plus cloud); with 2 or more on a grid,
+            their stack is written into its cube too (``stack_*`` variables).
         tile, halo: model tile = Dask chunk = cube chunk, and its context (px).
         lam, eps, denoise_halo: log-TV λ, ε and the chunked solve's halo (px).
         max_sigma: low-confidence threshold (px); edge_margin: px near gaps flagged edge.
@@ -124,7 +141,8 @@ def earthquake_response(
     cfg = RunConfig.from_flat(
         out=out, event_time=event_time, stac_url=stac_url, collection=collection,
         bands=tuple(assets) if assets else None, bbox=bbox, point=point, radius_km=radius_km,
-        days_before=days_before, days_after=days_after, max_cloud=max_cloud, tile=tile,
+        days_before=days_before, days_after=days_after, max_cloud=max_cloud,
+        same_orbit=same_orbit, pairs=pairs, tile=tile,
         halo=halo, batch_size=batch_size, weights=weights, device=device,
         flip_average=flip_average, lam=lam, eps=eps,
         denoise_halo=denoise_halo, max_sigma=max_sigma, edge_margin=edge_margin, ramp=ramp,
@@ -133,19 +151,29 @@ def earthquake_response(
     logger = get_run_logger()
     t0 = time.monotonic()
     plans = search_task(cfg.search)
-    summary: dict = {"cubes": [], "pairs": [], "quicklooks": []}
+    summary: dict = {"cubes": [], "pairs": [], "quicklooks": [], "stacks": []}
+    n_grids = len({p.pre.grid_key for p in plans})  # several pairs of a grid: one cube
+    per_cube: dict[str, list[int]] = {}
     with dask_client(cfg.cluster) as client:
         logger.info("Dask scheduler %s with %d worker(s)", client.scheduler.address,
                     len(client.scheduler_info()["workers"]))
         for plan in plans:
-            cube = str(cube_path_for(cfg.output.out, plan, len(plans)))
+            cube = str(cube_path_for(cfg.output.out, plan, n_grids))
             index = process_task(plan, cube, cfg)
-            summary["cubes"].append(cube)
+            if cube not in per_cube:
+                summary["cubes"].append(cube)
+            per_cube.setdefault(cube, []).append(index)
             summary["pairs"].append({"cube": cube, "pair": index, "pre_id": plan.pre.id,
                                      "post_id": plan.post.id, "grid": plan.pre.grid_key})
             if cfg.output.quicklooks:
                 summary["quicklooks"].extend(
                     quicklook_task(cube, index, cfg.output.quicklook_dir or None))
+        for cube, indices in per_cube.items():
+            if len(indices) >= 2:
+                stacked = stack_task(cube, indices, cfg.output.quicklooks,
+                                     cfg.output.quicklook_dir or None)
+                summary["stacks"].append({"cube": cube, **stacked})
+                summary["quicklooks"].extend(stacked["quicklooks"])
     summary["seconds"] = round(time.monotonic() - t0, 1)
     logger.info("done: %s", summary)
     return summary

@@ -294,7 +294,9 @@ class RunConfig:
     }
     SEARCH_KEYS: ClassVar[tuple[str, ...]] = (
         "stac_url", "collection", "event_time", "bbox", "point", "radius_km", "days_before",
-        "days_after", "max_cloud")
+        "days_after", "max_cloud", "same_orbit", "pairs")
+    PAIRING_KEYS: ClassVar[tuple[str, ...]] = ("same_orbit", "pairs")
+    """Search keys of the pairing rule; their defaults are ``SearchParams``' own."""
 
     @classmethod
     def from_flat(cls, **settings: Any) -> RunConfig:
@@ -329,8 +331,13 @@ class RunConfig:
             _check(all(isinstance(b, str) for b in assets),
                    f"a STAC event needs asset names, got {list(assets)}")
             built["input"] = InputConfig(**{**asdict(built["input"]), "bands": assets})
-            params = search_params(asset=assets[0], **{k: v for k, v in search.items()
-                                                       if v is not None})
+            given = {k: v for k, v in search.items() if v is not None}
+            pairing = {k: given.pop(k) for k in cls.PAIRING_KEYS if k in given}
+            params = search_params(asset=assets[0], **given)
+            try:
+                params = replace(params, **pairing)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(str(e)) from None
         elif any(v is not None for v in search.values()):
             raise ConfigError("a STAC search needs event_time")
         return cls(search=params, **built)

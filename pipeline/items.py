@@ -97,13 +97,116 @@ def _item_time(item: dict) -> datetime | None:
     return (t.replace(tzinfo=UTC) if t.tzinfo is None else t).astimezone(UTC)
 
 
+def relative_orbit(item: dict) -> int | None:
+    """The item's relative orbit number (``sat:relative_orbit``, or the older
+    ``sentinel:relative_orbit`` / ``s2:relative_orbit``), None when it says none."""
+    p = item.get("properties", {})
+    for key in ("sat:relative_orbit", "s2:relative_orbit", "sentinel:relative_orbit"):
+        value = p.get(key)
+        if value is not None:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+VIEW_ANGLES = ("incidence", "view_azimuth", "sun_elevation", "sun_azimuth")
+"""The angles :func:`view_angles` reads, degrees."""
+
+
+def view_angles(item: dict) -> dict[str, float]:
+    """The viewing and sun angles ``item`` states, degrees: ``incidence`` (from the view
+    extension's ``view:incidence_angle``, else ``view:off_nadir``), ``view_azimuth``
+    (``view:azimuth``), ``sun_elevation`` (``view:sun_elevation``, else 90° −
+    ``s2:mean_solar_zenith``), ``sun_azimuth`` (``view:sun_azimuth``, else
+    ``s2:mean_solar_azimuth``). Angles the item does not state are left out."""
+    p = item.get("properties", {})
+
+    def first(*keys: str) -> float | None:
+        for key in keys:
+            value = p.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) \
+                    and math.isfinite(value):
+                return float(value)
+        return None
+
+    zenith = first("s2:mean_solar_zenith")
+    found = {
+        "incidence": first("view:incidence_angle", "view:off_nadir"),
+        "view_azimuth": first("view:azimuth"),
+        "sun_elevation": first("view:sun_elevation"),
+        "sun_azimuth": first("view:sun_azimuth", "s2:mean_solar_azimuth"),
+    }
+    if found["sun_elevation"] is None and zenith is not None:
+        found["sun_elevation"] = 90.0 - zenith
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def angle_differences(a: dict[str, float], b: dict[str, float]) -> dict[str, float | None]:
+    """``<angle>_difference_deg``: ``b − a`` for each of :data:`VIEW_ANGLES`, degrees
+    (azimuths wrapped to (−180, 180]); None where either does not state the angle."""
+    out: dict[str, float | None] = {}
+    for name in VIEW_ANGLES:
+        d = None
+        if name in a and name in b:
+            d = b[name] - a[name]
+            if name.endswith("azimuth"):
+                d = (d + 180.0) % 360.0 - 180.0
+                d = 180.0 if d == -180.0 else d
+            d = round(d, 6)
+        out[f"{name}_difference_deg"] = d
+    return out
+
+
+BOA_OFFSET_DN = 1000.0
+"""DN that Sentinel-2 L2A products of processing baseline 04.00 and later add to every
+band (``BOA_ADD_OFFSET = -1000``: reflectance = (DN − 1000) / 10 000)."""
+
+
+def _baseline(value) -> float | None:
+    try:
+        return float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def boa_offset_dn(item: dict, asset: str) -> float:
+    """DN to subtract from ``item``'s ``asset`` to put it on the scale of baselines before
+    04.00 (reflectance × 10 000): :data:`BOA_OFFSET_DN` when the stored values carry the
+    offset, else 0.
+
+    In order: ``earthsearch:boa_offset_applied`` (or ``sentinel:boa_offset_applied``) true
+    means Earth Search already removed it (0); else a processing baseline
+    (``s2:processing_baseline`` or ``sentinel:processing_baseline``) of 04.00 or later
+    means the values carry it (Collection-1 ``sentinel-2-c1-l2a`` items are all 05.xx);
+    else the asset's ``raster:bands`` ``offset``/``scale`` (−0.1 / 0.0001 is 1000 DN);
+    else 0.
+    """
+    p = item.get("properties", {})
+    applied = p.get("earthsearch:boa_offset_applied", p.get("sentinel:boa_offset_applied"))
+    if applied is True:
+        return 0.0
+    baseline = _baseline(p.get("s2:processing_baseline", p.get("sentinel:processing_baseline")))
+    if baseline is not None:
+        return BOA_OFFSET_DN if baseline >= 4.0 else 0.0
+    if applied is False:
+        return 0.0
+    bands = item.get("assets", {}).get(asset, {}).get("raster:bands") or [{}]
+    offset, scale = bands[0].get("offset"), bands[0].get("scale")
+    if isinstance(offset, int | float) and isinstance(scale, int | float) and scale > 0:
+        return float(round(-offset / scale, 6)) if offset < 0 else 0.0
+    return 0.0
+
+
 def _scene(item: dict, asset: str) -> Scene | None:
     grid, t = asset_grid(item, asset), _item_time(item)
     if grid is None or t is None:
         return None
     cloud = item.get("properties", {}).get("eo:cloud_cover")
     return Scene(id=item["id"], datetime=t, epsg=grid.epsg, grid_key=grid_key(item, grid),
-                 cloud=None if cloud is None else float(cloud), item=item)
+                 cloud=None if cloud is None else float(cloud), item=item,
+                 orbit=relative_orbit(item), view=view_angles(item))
 
 
 def _geometry_points(geometry: dict | None) -> list[tuple[float, float]]:

@@ -74,6 +74,7 @@ def geotiff_source(pre: str | Path, post: str | Path, cfg: RunConfig) -> PairSou
 
 def plan_source(plan, cfg: RunConfig) -> PairSource:
     """A planned STAC pair (``pipeline.plan.PairPlan``), assets from ``cfg.input``."""
+    from .items import boa_offset_dn
     from .load import load_pair
     from .product_item import input_item_href
 
@@ -87,6 +88,9 @@ def plan_source(plan, cfg: RunConfig) -> PairSource:
     stac_url = cfg.search.stac_url if cfg.search is not None else None
     attrs = {"grid": plan.pre.grid_key, "epsg": plan.epsg, "pre_cloud": plan.pre.cloud,
              "post_cloud": plan.post.cloud,
+             **getattr(plan, "pairing", {}),  # orbits, view/sun angles, why chosen
+             "pre_boa_offset_dn": [boa_offset_dn(plan.pre.item, a) for a in assets],
+             "post_boa_offset_dn": [boa_offset_dn(plan.post.item, a) for a in assets],
              "pre_item": input_item_href(plan.pre.item, stac_url),
              "post_item": input_item_href(plan.post.item, stac_url)}
     return PairSource(meta, (item_fingerprint(plan.pre.item, used),

@@ -23,6 +23,25 @@ ties go to the smaller total time distance, then to the item ids. A pair is usab
 both scenes have the same CRS, the same pixel size and pixel grids that line up (no
 sub-pixel resampling of either image), and their footprints overlap inside the AOI.
 When every pair is usable this is simply the best-scoring pre and the best-scoring post.
+With ``SearchParams.pairs = N`` the N best usable pairs are planned on each grid, in that
+order (pairs may share a scene).
+
+Orbits
+------
+Sentinel-2 sees a place from two or more relative orbits (``sat:relative_orbit``), at
+other view angles and through other detectors; a pair across orbits carries the parallax
+of every DEM error (metres in relief), detector-boundary steps and other shadows. So the
+pairing rule first looks at orbits (``SearchParams.same_orbit``):
+
+- ``prefer`` (the default): only pairs whose two scenes are on one relative orbit, when
+  any such pair is usable; else the best pairs across orbits (or of unknown orbit), with
+  a warning in the log that says so.
+- ``require``: only pairs on one relative orbit; none usable on any grid raises
+  ``NoSameOrbitPairError`` (a scene that states no orbit is on none).
+- ``any``: the score alone decides.
+
+Each plan's ``pairing`` says why it was chosen, both orbits, and the view and sun angle
+differences (``view:*`` or ``s2:mean_solar_*`` properties) for the provenance.
 
 The area to process (``PairPlan.bounds``) is the AOI bbox projected into the grid's
 CRS, snapped outward to the pre image's pixel grid, then cut to the pixels that both the
@@ -50,6 +69,7 @@ from .items import (
     Grid,
     _aligned,
     _scene,
+    angle_differences,
     asset_grid,
     footprint,
     grid_key,
@@ -57,7 +77,7 @@ from .items import (
     snap_inward,
     snap_outward,
 )
-from .plan import PairPlan, Scene, SearchParams
+from .plan import SAME_ORBIT_MODES, PairPlan, Scene, SearchParams
 from .stac_api import (
     CONNECT_TIMEOUT_S,
     READ_TIMEOUT_S,
@@ -77,6 +97,7 @@ __all__ = ["CONNECT_TIMEOUT_S", "READ_TIMEOUT_S", "Grid", "StacUnavailableError"
            "snap_outward"]
 
 CLOUD_DAYS_PER_PERCENT = 0.5
+NO_SAME_ORBIT = "no usable pair within one relative orbit under the cloud limit"
 
 
 class NoScenesError(ValueError):
@@ -109,6 +130,11 @@ class AoiOutsideError(NoScenesError):
     """Grids have pre and post scenes, but none overlap each other inside the AOI."""
 
 
+class NoSameOrbitPairError(NoScenesError):
+    """``same_orbit=require``, and no grid has a usable pre and post on one relative
+    orbit (the message lists the orbits found)."""
+
+
 def check_params(params: SearchParams) -> None:
     """Raise ValueError for a bbox, window or cloud limit that cannot be searched."""
     w, s, e, n = params.bbox
@@ -120,6 +146,11 @@ def check_params(params: SearchParams) -> None:
                          f"({params.days_after}) must not be negative")
     if not 0.0 <= params.max_cloud <= 100.0:
         raise ValueError(f"max_cloud is a percentage in [0, 100], got {params.max_cloud}")
+    if params.same_orbit not in SAME_ORBIT_MODES:
+        raise ValueError(f"same_orbit must be one of {', '.join(SAME_ORBIT_MODES)}, got "
+                         f"{params.same_orbit!r}")
+    if params.pairs < 1:
+        raise ValueError(f"pairs must be >= 1, got {params.pairs}")
 
 
 def describe(params: SearchParams) -> str:
@@ -128,7 +159,8 @@ def describe(params: SearchParams) -> str:
     bbox = ", ".join(f"{v:.4f}" for v in params.bbox)
     return (f"searched {params.stac_url} collection '{params.collection}', bbox ({bbox}), "
             f"{start:%Y-%m-%dT%H:%M}Z to {end:%Y-%m-%dT%H:%M}Z, "
-            f"cloud cover <= {params.max_cloud:g}%, asset '{params.asset}'")
+            f"cloud cover <= {params.max_cloud:g}%, asset '{params.asset}', "
+            f"same_orbit {params.same_orbit}")
 
 
 def scene_score(scene: Scene, event: datetime, max_cloud: float) -> float:
@@ -145,12 +177,46 @@ class _Choice:
     post: Scene
     bounds: Bounds
     resolution: float
+    score: float
 
 
-def _choose_pair(pres: list[Scene], posts: list[Scene], params: SearchParams
-                 ) -> tuple[_Choice | None, str]:
-    """Best usable pair on one grid (see the module docstring), or None and why not."""
-    event, asset = event_utc(params), params.asset
+def orbit_relation(pre: Scene, post: Scene) -> str:
+    """``same`` (one relative orbit), ``different``, or ``unknown`` (an item states none)."""
+    if pre.orbit is None or post.orbit is None:
+        return "unknown"
+    return "same" if pre.orbit == post.orbit else "different"
+
+
+def _usable(pre: Scene, post: Scene, params: SearchParams, score: float
+            ) -> tuple[_Choice | None, str]:
+    """The pair as a choice, or None and why it cannot be processed."""
+    asset = params.asset
+    pre_grid, post_grid = asset_grid(pre.item, asset), asset_grid(post.item, asset)
+    assert pre_grid is not None and post_grid is not None
+    if not _aligned(pre_grid, post_grid):
+        return None, "pre and post pixel grids do not line up"
+    if abs(abs(pre_grid.transform[0]) - abs(pre_grid.transform[4])) > 1e-9:
+        return None, "pixels are not square"
+    bounds = pair_bounds(params.bbox, pre, post, asset)
+    if bounds is None:
+        return None, "pre and post do not overlap inside the AOI"
+    return _Choice(pre, post, bounds, abs(pre_grid.transform[0]), score), ""
+
+
+def _orbits(scenes: Iterable[Scene]) -> str:
+    found = sorted({s.orbit for s in scenes if s.orbit is not None})
+    unknown = any(s.orbit is None for s in scenes)
+    text = ", ".join(str(o) for o in found)
+    return (text + (", " if text and unknown else "") + ("unknown" if unknown else "")) \
+        or "none"
+
+
+def _choose_pairs(pres: list[Scene], posts: list[Scene], params: SearchParams, key: str
+                  ) -> tuple[list[_Choice], str, str]:
+    """Up to ``params.pairs`` best usable pairs on one grid under the orbit rule (see the
+    module docstring): the choices, why there are none (when none), and how they were
+    chosen (one sentence, for the log and the provenance)."""
+    event = event_utc(params)
 
     def rank(pair: tuple[Scene, Scene]) -> tuple[float, float, str, str]:
         pre, post = pair
@@ -160,21 +226,87 @@ def _choose_pair(pres: list[Scene], posts: list[Scene], params: SearchParams
         return (round(score, 9), days, pre.id, post.id)
 
     reasons: set[str] = set()
+    usable: dict[str, list[_Choice]] = {"same": [], "different": [], "unknown": []}
+    n = params.pairs
     for pre, post in sorted(((p, q) for p in pres for q in posts), key=rank):
-        pre_grid, post_grid = asset_grid(pre.item, asset), asset_grid(post.item, asset)
-        assert pre_grid is not None and post_grid is not None
-        if not _aligned(pre_grid, post_grid):
-            reasons.add("pre and post pixel grids do not line up")
+        relation = orbit_relation(pre, post)
+        if params.same_orbit == "require" and relation != "same":
             continue
-        if abs(abs(pre_grid.transform[0]) - abs(pre_grid.transform[4])) > 1e-9:
-            reasons.add("pixels are not square")
+        choice, why = _usable(pre, post, params, rank((pre, post))[0])
+        if choice is None:
+            reasons.add(why)
             continue
-        bounds = pair_bounds(params.bbox, pre, post, asset)
-        if bounds is None:
-            reasons.add("pre and post do not overlap inside the AOI")
-            continue
-        return _Choice(pre, post, bounds, abs(pre_grid.transform[0])), ""
-    return None, "; ".join(sorted(reasons))
+        usable[relation].append(choice)
+        found = (sum(map(len, usable.values())) if params.same_orbit == "any"
+                 else len(usable["same"]))
+        if found >= n:  # scanned in rank order: the rest can only rank lower
+            break
+    orbits = f"orbits of the pre scenes: {_orbits(pres)}; of the post scenes: {_orbits(posts)}"
+    same, other = usable["same"], sorted(usable["different"] + usable["unknown"],
+                                         key=lambda c: rank((c.pre, c.post)))
+    if params.same_orbit == "any":
+        chosen = sorted(same + other, key=lambda c: rank((c.pre, c.post)))[:n]
+        how = "same_orbit=any: the lowest days-plus-cloud scores, whatever the orbits"
+    elif same:
+        chosen = same[:n]
+        how = (f"same_orbit={params.same_orbit}: the lowest days-plus-cloud scores among "
+               f"the {len(same)} usable pair(s) within one relative orbit")
+        if len(same) < n:
+            log.info("grid %s: only %d usable pair(s) within one relative orbit, %d asked "
+                     "(%s)", key, len(same), n, orbits)
+    elif params.same_orbit == "require":
+        why = "; ".join(sorted(reasons))
+        reasons_text = f"; same-orbit pairs found unusable: {why}" if why else ""
+        return [], f"{NO_SAME_ORBIT} ({orbits}{reasons_text})", ""
+    else:  # prefer, and no same-orbit pair
+        chosen = other[:n]
+        if chosen and all(orbit_relation(c.pre, c.post) == "unknown" for c in chosen):
+            how = ("same_orbit=prefer: the items state no relative orbit "
+                   "(sat:relative_orbit), so the lowest days-plus-cloud scores")
+            log.info("grid %s: %s", key, how)
+        elif chosen:
+            how = ("same_orbit=prefer: no pair within one relative orbit passes the cloud "
+                   f"limit ({orbits}), so across orbits: the lowest days-plus-cloud scores")
+            log.warning("grid %s: no pair within one relative orbit passes the cloud limit "
+                        "(%s); pairing across orbits, which adds the parallax of DEM "
+                        "errors and detector steps to the field", key, orbits)
+        else:
+            how = ""
+    if not chosen:
+        return [], "; ".join(sorted(reasons)), ""
+    return chosen, "", how
+
+
+def pairing_record(choice: _Choice, rule: str, how: str, rank: int, of: int,
+                   max_cloud: float) -> dict:
+    """What the provenance keeps of a chosen pair: both relative orbits, whether they are
+    the same, the view and sun angle differences (post − pre, degrees), the score and the
+    rank, and why it was chosen (one sentence)."""
+    pre, post = choice.pre, choice.post
+    relation = orbit_relation(pre, post)
+    return {
+        "pre_relative_orbit": pre.orbit,
+        "post_relative_orbit": post.orbit,
+        "same_orbit": None if relation == "unknown" else relation == "same",
+        "same_orbit_rule": rule,
+        "pre_view_angles_deg": dict(pre.view),
+        "post_view_angles_deg": dict(post.view),
+        **angle_differences(pre.view, post.view),
+        "pairing_score_days": round(choice.score, 6),
+        "pairing_rank": rank,
+        "pairing_reason": (f"{how}; pair {rank} of {of}: score {choice.score:.2f} d "
+                           f"(pre {pre.id}, cloud {_cloud(pre.cloud)}, orbit "
+                           f"{_orbit(pre.orbit)}; post {post.id}, cloud {_cloud(post.cloud)}, "
+                           f"orbit {_orbit(post.orbit)}; cloud limit {max_cloud:g}%)"),
+    }
+
+
+def _cloud(cloud: float | None) -> str:
+    return "unknown" if cloud is None else f"{cloud:g}%"
+
+
+def _orbit(orbit: int | None) -> str:
+    return "unknown" if orbit is None else str(orbit)
 
 
 def _dates(scenes: Iterable[Scene]) -> str:
@@ -274,6 +406,7 @@ def search_pairs(params: SearchParams, *,
     plans: list[PairPlan] = []
     one_sided: list[str] = []
     not_overlapping: list[str] = []
+    no_orbit_pair: list[str] = []
     for key in sorted(grids):
         pres = [s for s in grids[key] if s.datetime < event]
         posts = [s for s in grids[key] if s.datetime >= event]
@@ -283,20 +416,32 @@ def search_pairs(params: SearchParams, *,
             log.info("grid %s skipped: %d pre-event and %d post-event scene(s)", key,
                      len(pres), len(posts))
             continue
-        choice, why = _choose_pair(pres, posts, params)
-        if choice is None:
-            not_overlapping.append(f"{key} ({why})")
+        choices, why, how = _choose_pairs(pres, posts, params, key)
+        if not choices:
+            if why.startswith(NO_SAME_ORBIT):
+                no_orbit_pair.append(f"{key} {why[len(NO_SAME_ORBIT) + 1:]}")
+            else:
+                not_overlapping.append(f"{key} ({why})")
             log.info("grid %s skipped: no usable pair (%s)", key, why)
             continue
-        pre, post = choice.pre, choice.post
-        log.info("grid %s: pre %s (%s, cloud %s%%), post %s (%s, cloud %s%%), EPSG:%d, "
-                 "bounds %s at %g m", key, pre.id, pre.datetime.isoformat(), pre.cloud,
-                 post.id, post.datetime.isoformat(), post.cloud, pre.epsg, choice.bounds,
-                 choice.resolution)
-        plans.append(PairPlan(pre=pre, post=post, asset=params.asset, epsg=pre.epsg,
-                              bounds=choice.bounds, resolution=choice.resolution))
+        for rank, choice in enumerate(choices, start=1):
+            pre, post = choice.pre, choice.post
+            log.info("grid %s: pre %s (%s, cloud %s%%, orbit %s), post %s (%s, cloud %s%%, "
+                     "orbit %s), EPSG:%d, bounds %s at %g m", key, pre.id,
+                     pre.datetime.isoformat(), pre.cloud, _orbit(pre.orbit), post.id,
+                     post.datetime.isoformat(), post.cloud, _orbit(post.orbit), pre.epsg,
+                     choice.bounds, choice.resolution)
+            record = pairing_record(choice, params.same_orbit, how, rank, len(choices),
+                                    params.max_cloud)
+            plans.append(PairPlan(pre=pre, post=post, asset=params.asset, epsg=pre.epsg,
+                                  bounds=choice.bounds, resolution=choice.resolution,
+                                  pairing=record))
     if plans:
         return plans
+
+    if no_orbit_pair:
+        raise NoSameOrbitPairError(f"{NO_SAME_ORBIT}, and same_orbit is require: "
+                                   f"{'; '.join(no_orbit_pair)}; {what}")
 
     if not_overlapping:
         raise AoiOutsideError(f"the AOI is outside every pair of scenes: no pre and post "

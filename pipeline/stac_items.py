@@ -20,6 +20,8 @@ JPEG = "image/jpeg"
 EO = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 PROJ = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 MGRS = "https://stac-extensions.github.io/mgrs/v1.0.0/schema.json"
+SAT = "https://stac-extensions.github.io/sat/v1.0.0/schema.json"
+VIEW = "https://stac-extensions.github.io/view/v1.0.0/schema.json"
 EXTENSIONS = [EO, PROJ, MGRS]
 
 # Earth Search v1 asset name -> (Sentinel-2 band, centre wavelength in micrometres)
@@ -118,7 +120,8 @@ def _asset(name: str, href: str, shape: Sequence[int], transform: Transform6) ->
 def make_item(item_id: str, dt: datetime, assets: Mapping[str, str], *, epsg: int,
               transform: Iterable[float], shape: Sequence[int], cloud_cover: float | None,
               mgrs: tuple[str, str, str] = ("11", "S", "KU"),
-              collection: str = "sentinel-2-l2a") -> dict:
+              collection: str = "sentinel-2-l2a", relative_orbit: int | None = None,
+              properties: Mapping[str, object] | None = None) -> dict:
     """A STAC 1.1 item dict for local COGs, shaped like an Earth Search v1 item.
 
     Args:
@@ -136,6 +139,12 @@ def make_item(item_id: str, dt: datetime, assets: Mapping[str, str], *, epsg: in
         mgrs: MGRS tile as ``(utm_zone, latitude_band, grid_square)``, e.g.
             ``("11", "S", "KU")`` for tile 11SKU.
         collection: the collection id.
+        relative_orbit: the Sentinel-2 relative orbit (``sat:relative_orbit``, 1-143),
+            or None to leave it out.
+        properties: more item properties, as a catalogue gives them (e.g.
+            ``view:sun_elevation``, ``view:incidence_angle`` in degrees,
+            ``s2:processing_baseline``, ``earthsearch:boa_offset_applied``); the view
+            and sat extensions are declared when their fields are there.
 
     Returns:
         The item as a JSON-able dict: geometry and bbox in EPSG:4326 (degrees) from the
@@ -158,10 +167,20 @@ def make_item(item_id: str, dt: datetime, assets: Mapping[str, str], *, epsg: in
     props["mgrs:utm_zone"] = int(mgrs[0])
     props["mgrs:latitude_band"] = str(mgrs[1])
     props["mgrs:grid_square"] = str(mgrs[2])
+    if relative_orbit is not None:
+        if not 1 <= int(relative_orbit) <= 143:
+            raise ValueError(f"a Sentinel-2 relative orbit is in 1..143, got {relative_orbit}")
+        props["sat:relative_orbit"] = int(relative_orbit)
+    props.update(properties or {})
+    extensions = list(EXTENSIONS)
+    if any(k.startswith("sat:") for k in props):
+        extensions.append(SAT)
+    if any(k.startswith("view:") for k in props):
+        extensions.append(VIEW)
     return {
         "type": "Feature",
         "stac_version": "1.1.0",
-        "stac_extensions": list(EXTENSIONS),
+        "stac_extensions": extensions,
         "id": item_id,
         "collection": collection,
         "geometry": {"type": "Polygon", "coordinates": [ring]},

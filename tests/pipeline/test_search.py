@@ -405,3 +405,20 @@ def test_asset_grid_reads_every_projection_form_on_asset_or_item(fields, where, 
     grid = asset_grid(item, "red")
     assert grid is not None and grid.epsg == epsg and grid.shape == (5, 6)
     assert grid.transform == (10.0, 0.0, 0.0, 0.0, -10.0, 0.0)
+
+
+# ---------------------------------------------------------------------------- pairs N
+def test_n_pairs_per_grid_are_the_next_best_combinations_and_one_pair_is_unchanged(
+        stac_url):
+    one = by_grid(search_pairs(params(stac_url)))
+    two = search_pairs(params(stac_url, pairs=2))
+    a = [(p.pre.id, p.post.id) for p in two if p.pre.grid_key == "MGRS-11SQA"]
+    # scores: (BEST, NEXT_DAY) 9 + 8.5, then (BEST, CLEAR) 9 + 9
+    assert a == [("A_PRE_BEST", "A_POST_NEXT_DAY"), ("A_PRE_BEST", "A_POST_CLEAR")]
+    first = next(p for p in two if p.pre.grid_key == "MGRS-11SQA")
+    assert (first.pre.id, first.post.id) == (one["MGRS-11SQA"].pre.id,
+                                             one["MGRS-11SQA"].post.id)
+    assert [p.pairing["pairing_rank"] for p in two if p.pre.grid_key == "MGRS-11SQA"] == [1, 2]
+    # these items state no relative orbit: the provenance says so rather than guess
+    assert first.pairing["same_orbit"] is None
+    assert "state no relative orbit" in first.pairing["pairing_reason"]
