@@ -210,6 +210,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write one pair of a cube as COGs (or NetCDF) and list them in its STAC Item."""
+    from pipeline.export import export_pair
+    from pipeline.product_item import add_assets
+
+    files = export_pair(args.cube, args.pair, args.out, fmt=args.fmt,
+                        allow_incomplete=args.allow_incomplete)
+    add_assets(args.cube, args.pair, files)
+    for f in files:
+        print(f"exported: {f}")
+    return 0
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Help as written (epilogs keep their example lines), with the defaults that belong to
     the science filled in only when help is printed: ``{model:NAME}`` in a help text becomes
@@ -573,6 +586,25 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: the whole scene)")
     _add_processing_args(de, nodata=False)
     de.set_defaults(func=cmd_demo)
+
+    ex = _command(sub, "export", "write one pair of a cube as Cloud-Optimized GeoTIFFs (or "
+                  "NetCDF) that GIS tools open", "microflow export out/ridgecrest.zarr --pair 0 "
+                  "--out out/pair0",
+                  "The cube itself opens in GDAL too: ZARR:\"cube.zarr\":/east (docs/gis.md).")
+    ex.add_argument("cube", help="the cube: a local folder or s3://bucket/prefix/cube.zarr")
+    ex.add_argument("--pair", type=int, default=0, metavar="N",
+                    help="index of the pair along the cube's pair dimension (default 0)")
+    ex.add_argument("--out", required=True, metavar="DIR",
+                    help="local folder for the files; created if missing, files of the same "
+                         "names in it are replaced")
+    ex.add_argument("--format", dest="fmt", choices=("cog", "netcdf"), default="cog",
+                    help="cog: east.tif, north.tif, east_sigma.tif, north_sigma.tif and "
+                         "valid.tif, Cloud-Optimized GeoTIFFs in m (NaN where not measured); "
+                         "netcdf: one CF-1.8 file pair<N>.nc (default cog)")
+    ex.add_argument("--allow-incomplete", action="store_true",
+                    help="export a pair whose run has not finished (its unwritten blocks read "
+                         "NaN, valid 0); default: refuse it")
+    ex.set_defaults(func=cmd_export)
     return p
 
 

@@ -55,9 +55,12 @@ def process_task(plan, cube: str, cfg) -> int:
 
 @task(name="quicklooks", retries=1, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def quicklook_task(cube: str, index: int, out_dir: str | None = None) -> list[str]:
+    from pipeline.product_item import rupture_map_path, write_item
     from pipeline.quicklook import draw_quicklooks
 
-    return [str(p) for p in draw_quicklooks(cube, index, out_dir)]
+    pngs = [str(p) for p in draw_quicklooks(cube, index, out_dir)]
+    write_item(cube, index, quicklooks=pngs, extra=[rupture_map_path(cube, index, out_dir)])
+    return pngs
 
 
 @task(name="stack", retries=1, retry_condition_fn=_transient, cache_policy=NO_CACHE)

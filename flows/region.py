@@ -1,5 +1,6 @@
 """Prefect flow ``region``: many events (or tiles), each into its own cube; reruns skip
-finished work."""
+finished work. Every pair's STAC Item is listed in the static STAC Catalog
+``<out_dir>/catalog.json``."""
 
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ def region(
     others (it is reported, and the flow fails at the end).
     """
     from pipeline.config import RunConfig
+    from pipeline.product_item import catalog_pairs
     from pipeline.store import join, write_text
 
     logger = get_run_logger()
@@ -107,6 +109,7 @@ def region(
             continue
         try:
             summary = earthquake_response(**kwargs)
+            catalog_pairs(out_dir, summary["pairs"], summary["quicklooks"])  # STAC Items
             write_text(_marker(out_dir, name), json.dumps(summary, indent=1))
             results["done"].append(name)
         except Exception as exc:  # keep going; report at the end

@@ -1,4 +1,13 @@
-"""The Zarr v3 displacement cube (CF-1.8): schema, creation, pair appends, block writes, reading.
+"""The displacement cube (Zarr v2, CF-1.8): schema, creation, pair appends, block writes, reading.
+
+Format
+------
+New cubes are Zarr format 2 with zlib-compressed chunks: the format and the one codec that
+every GDAL Zarr driver (3.4 and later) reads, so ``gdalinfo 'ZARR:"cube.zarr":/east'``
+and QGIS open ``east``... with their CRS (from the CF ``grid_mapping``) and geotransform
+(from ``x``/``y``). Cubes written as Zarr v3 by earlier versions stay readable and
+writable (every function detects the format); GDAL 3.10 cannot read those (see
+``docs/cube-format.md`` for converting one).
 
 Schema (DESIGN.md, "Output cube")
 ---------------------------------
@@ -17,15 +26,20 @@ Schema (DESIGN.md, "Output cube")
 - Chunks ``(1, C, C)`` with C the tile core, so concurrent block writes never share a chunk.
 - Global attributes: ``Conventions = "CF-1.8"`` plus the caller's provenance (JSON-able).
 
-Growable ``pair`` dim
----------------------
-:func:`create_cube` writes every array with zero pairs (shape ``(0, H, W)``).
-:func:`add_pair` resizes the ``pair`` arrays by one (a metadata-only change: data chunks are
+Growable ``pair`` dim, one writer of metadata at a time
+--------------------------------------------------------
+:func:`create_cube` builds every array with zero pairs (shape ``(0, H, W)``) in memory and
+copies it to the store with the root group's metadata last, so a reader sees no group or
+a whole cube. Every change of metadata (creating, adding or resetting a pair, marking it
+complete, its provenance) holds the cube's lock (``pipeline.cube_lock``), so two
+processes never take the same pair index or lose each other's update of a shared
+chunk of the ``pair`` arrays. :func:`add_pair`
+resizes the ``pair`` arrays by one (a metadata-only change: data chunks are
 never written, so the new pair reads as NaN and ``valid`` 0), fills in the coordinates, and
 writes ``post_id`` last: a pair counts only once its ``post_id`` is set, so an
 ``add_pair`` interrupted half-way is simply redone. Then the consolidated metadata is
 rewritten, so readers using it (``xr.open_zarr``'s default) see the new pair. Writers never
-trust the consolidated metadata; they read each array's own ``zarr.json``.
+trust the consolidated metadata; they read each array's own metadata.
 
 Completion and resumption
 -------------------------
@@ -48,7 +62,9 @@ block's marker object is the last of its PUTs and :func:`done_blocks` lists them
 from __future__ import annotations
 
 import json
+import logging
 import math
+import shutil
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +72,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import numcodecs
 import numpy as np
 import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -63,8 +80,12 @@ import xarray as xr
 import zarr
 from rasterio.crs import CRS
 from zarr.core.sync import sync
+from zarr.storage import LocalStore, MemoryStore
 
 from . import store as stores
+from .cube_lock import LOCK_NAME, cube_lock
+
+log = logging.getLogger(__name__)
 
 MEASURE_VARS = ("east_raw", "north_raw", "east_sigma", "north_sigma")
 """Stage ``measure``: the raw field and its σ (m); ``north_sigma`` last marks it done."""
@@ -136,22 +157,32 @@ def _store(path: str | Path, mode: str = "r") -> Any:
     return stores.zarr_store(path, read_only=mode == "r")
 
 
-def _open_group(path: str | Path, mode: str = "r") -> zarr.Group:
+def zarr_format(path: str | Path) -> int:
+    """The Zarr format of the cube at ``path``: 2 (what :func:`create_cube` writes) when its
+    root holds ``.zgroup``, else 3 (cubes of earlier versions)."""
+    return 2 if stores.exists(stores.join(path, ".zgroup")) else 3
+
+
+def _open_group(path: str | Path, mode: str = "r", fmt: int | None = None) -> zarr.Group:
     """The cube's root group, read from the arrays' own metadata (never the consolidated)."""
     return zarr.open_group(_store(path, mode), mode=mode, use_consolidated=False,
-                           zarr_format=3)
+                           zarr_format=fmt or zarr_format(path))
 
 
-def _open_array(path: str | Path, name: str, mode: str = "r") -> zarr.Array:
-    # zarr_format=3: no probing for v2 metadata (3 requests less per array on S3)
-    return zarr.open_array(_store(path, mode), path=name, mode=mode, zarr_format=3)
+def _open_array(path: str | Path, name: str, mode: str = "r", fmt: int | None = None
+                ) -> zarr.Array:
+    # an explicit format: no probing for the other one (requests saved on S3)
+    return zarr.open_array(_store(path, mode), path=name, mode=mode,
+                           zarr_format=fmt or zarr_format(path))
 
 
 def _consolidate(path: str | Path) -> None:
-    """Rewrite the consolidated metadata (zarr warns that it is not in the v3 spec yet)."""
+    """Rewrite the consolidated metadata (of a v3 cube, zarr warns that it is not in the v3
+    spec yet; of any, that it does not know the lock file)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata")
-        zarr.consolidate_metadata(_store(path, "r+"))
+        warnings.filterwarnings("ignore", message=".*not recognized as a component")
+        zarr.consolidate_metadata(_store(path, "r+"), zarr_format=zarr_format(path))
 
 
 def cube_exists(path: str | Path) -> bool:
@@ -162,7 +193,9 @@ def cube_exists(path: str | Path) -> bool:
     """
     try:
         g = _open_group(path)
-        members = set(g.array_keys())
+        with warnings.catch_warnings():  # zarr says it does not know the lock file
+            warnings.filterwarnings("ignore", message=".*not recognized as a component")
+            members = set(g.array_keys())
     except (OSError, ValueError, zarr.errors.BaseZarrError):
         return False
     return set(CUBE_ARRAYS) <= members
@@ -272,8 +305,17 @@ def _same_grid(g: zarr.Group, x: np.ndarray, y: np.ndarray, crs: CRS, chunk: int
     return None
 
 
+STRING_COORDS = ("pre_id", "post_id", "pair_key", "provenance")
+"""Variable-length UTF-8 string arrays along ``pair``."""
+ROOT_KEYS = (".zattrs", ".zgroup", ".zmetadata", "zarr.json")
+"""The root group's metadata objects (v2: attributes, group, consolidated; v3)."""
+COMPRESSOR = {"id": "zlib", "level": 4}
+"""The chunks' codec: zlib is in every GDAL Zarr driver (blosc and zstd are optional)."""
+
+
 def _empty_cube(x: np.ndarray, y: np.ndarray, crs: CRS, attrs: dict) -> xr.Dataset:
-    """The cube schema with zero pairs, with the CRS written by rioxarray."""
+    """The cube schema with zero pairs, with the CRS written by rioxarray (the string
+    arrays along ``pair`` are added by :func:`_write_new`)."""
     ny, nx = len(y), len(x)
     data = {name: (("pair", "y", "x"),
                    np.empty((0, ny, nx), np.uint8 if name == "valid" else np.float32),
@@ -287,9 +329,6 @@ def _empty_cube(x: np.ndarray, y: np.ndarray, crs: CRS, attrs: dict) -> xr.Datas
         "post_time": ("pair", np.empty(0, "datetime64[ns]"), dict(COORD_ATTRS["post_time"])),
     }
     coords["complete"] = ("pair", np.empty(0, np.uint8), dict(COORD_ATTRS["complete"]))
-    for name in ("pre_id", "post_id", "pair_key", "provenance"):
-        # numpy's variable-length string dtype -> a zarr v3 "string" array (no fixed width)
-        coords[name] = ("pair", np.empty(0, np.dtypes.StringDType()), dict(COORD_ATTRS[name]))
     ds = xr.Dataset(data, coords=coords)
     ds = ds.rio.write_crs(crs, grid_mapping_name=GRID_MAPPING)
     ds = ds.rio.write_transform(grid_mapping_name=GRID_MAPPING)
@@ -301,13 +340,36 @@ def _empty_cube(x: np.ndarray, y: np.ndarray, crs: CRS, attrs: dict) -> xr.Datas
     return ds
 
 
+def _names(path: str | Path) -> list[str]:
+    """The top-level names (files, folders, object prefixes) under ``path``; [] if none."""
+    if stores.is_remote(path):
+        fs, root = stores.filesystem(path)
+        try:
+            return [str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
+        except FileNotFoundError:
+            return []
+    local = Path(stores.normalize(path))
+    if not local.is_dir():
+        return [local.name] if local.exists() else []
+    return [p.name for p in local.iterdir()]
+
+
+def _foreign(names: list[str]) -> list[str]:
+    """Of a cube folder's top-level ``names``, those that no cube (nor its lock, nor a
+    file zarr is writing) has."""
+    ours = {*CUBE_ARRAYS, *ROOT_KEYS, LOCK_NAME}
+    return sorted(n for n in names if n not in ours and not n.endswith(".partial"))
+
+
 def check_target(path: str | Path, *, x: np.ndarray, y: np.ndarray, crs: Any, chunk: int
                  ) -> bool:
     """Whether ``path`` already holds a cube on this grid (True), or is free (False).
 
-    Raises ValueError for a cube on another grid (x, y, CRS or chunk), a non-empty
-    folder, file or URL prefix that is no cube, or a bucket that cannot be listed. Reads
-    metadata only: callers check before any work.
+    Free: nothing there, an empty folder, or a cube being created by another run (or left
+    half-made by one that died: the next :func:`create_cube` redoes it). Raises ValueError
+    for a cube on another grid (x, y, CRS or chunk), a file, a folder or URL prefix that
+    holds anything else, or a bucket that cannot be listed. Reads metadata only: callers
+    check before any work.
     """
     stores.check_location(path)
     stores.check_bucket(path)
@@ -322,23 +384,22 @@ def check_target(path: str | Path, *, x: np.ndarray, y: np.ndarray, crs: Any, ch
             raise ValueError(f"{path} already holds a cube on another grid: {why}; "
                              "write to another path or remove it")
         return True
-    if stores.is_remote(path):
-        if stores.holds_anything(path):
-            raise ValueError(f"{path} holds objects and is not a displacement cube; not "
-                             "overwriting it")
-        return False
-    local = Path(stores.normalize(path))
-    if local.exists() and (not local.is_dir() or any(local.iterdir())):
+    names = _names(path)
+    local = None if stores.is_remote(path) else Path(stores.normalize(path))
+    if local is not None and local.exists() and not local.is_dir():
         raise ValueError(f"{path} exists and is not a displacement cube; not overwriting it")
+    if names and (LOCK_NAME not in names or _foreign(names)):
+        what = "holds objects" if local is None else "exists"
+        raise ValueError(f"{path} {what} and is not a displacement cube; not overwriting it")
     return False
 
 
 def create_cube(path: str | Path, *, x: np.ndarray, y: np.ndarray, crs: Any, chunk: int,
-                attrs: dict) -> None:
-    """Create an empty cube (zero pairs) on a projected grid.
+                attrs: dict, zarr_format: int = 2) -> None:
+    """Create an empty cube (zero pairs) on a projected grid, atomically.
 
     Args:
-        path: where the Zarr v3 store goes: a local folder (``.zarr`` by habit) or an
+        path: where the Zarr store goes: a local folder (``.zarr`` by habit) or an
             ``s3://bucket/prefix/cube.zarr`` URL (``pipeline.store``).
         x: ``(W,)`` pixel-centre eastings (m), regularly spaced.
         y: ``(H,)`` pixel-centre northings (m), regularly spaced (usually decreasing).
@@ -348,31 +409,99 @@ def create_cube(path: str | Path, *, x: np.ndarray, y: np.ndarray, crs: Any, chu
         attrs: global provenance attributes (software version, model, weights sha256,
             iterations, tile/halo, log-TV λ/ε, band, search parameters, created time...).
             Values are stored JSON-able: see ``_jsonable``.
+        zarr_format: 2 (GDAL reads it); 3 only to make cubes as earlier versions did.
 
     An existing cube on the same grid (x, y, CRS and chunk) is left untouched, attributes
-    included, so that reruns and appends reuse it. An existing cube on another grid, or
-    a non-empty folder that is no cube, raises ValueError.
+    included, so that reruns and appends reuse it; of several processes creating the
+    same cube at once, one creates it and the others reuse it. An existing cube on another
+    grid, or a non-empty folder that is no cube, raises ValueError. The cube is written
+    under its lock, root metadata last: other processes see no cube or a whole one.
     """
     if check_target(path, x=x, y=y, crs=crs, chunk=chunk):
         return
     x, y = _check_axis("x", x), _check_axis("y", y)
     crs = CRS.from_user_input(crs)
     chunk = int(chunk)
-    ds = _empty_cube(x, y, crs, attrs)
+    with cube_lock(path):
+        if cube_exists(path):  # another process created it while this one waited
+            why = _same_grid(_open_group(path), x, y, crs, chunk)
+            if why is not None:
+                raise ValueError(f"{path} already holds a cube on another grid: {why}; "
+                                 "write to another path or remove it")
+            return
+        _remove_leftovers(path)
+        _write_new(path, _empty_cube(x, y, crs, attrs), chunk, zarr_format)
+
+
+def _remove_leftovers(path: str | Path) -> None:
+    """Remove what a creation that died half-way left (called under the lock, so no
+    creation is under way); anything that is not part of a cube stops it."""
+    names = [n for n in _names(path) if n != LOCK_NAME]
+    if not names:
+        return
+    if _foreign(names):
+        raise ValueError(f"{path} holds {', '.join(_foreign(names))} and is not a "
+                         "displacement cube; not overwriting it")
+    log.warning("%s: removing %s, left by a cube creation that did not finish", path,
+                ", ".join(sorted(names)))
+    if stores.is_remote(path):
+        fs, root = stores.filesystem(path)
+        for n in names:
+            fs.rm(f"{root}/{n}", recursive=True)
+        return
+    local = Path(stores.normalize(path))
+    for n in names:
+        target = local / n
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+
+def _encoding(chunk: int, zarr_format: int) -> dict[str, dict]:
     encoding: dict[str, dict] = {name: {"chunks": (1, chunk, chunk)} for name in BLOCK_VARS}
     encoding["valid"]["_FillValue"] = None  # a plain 0 fill, no masking to float
     encoding["complete"] = {"_FillValue": None}
     encoding["x"] = {"_FillValue": None}
     encoding["y"] = {"_FillValue": None}
     for name in PAIR_COORDS:
-        encoding.setdefault(name, {})["chunks"] = (PAIR_CHUNK,)
+        if name not in STRING_COORDS:
+            encoding.setdefault(name, {})["chunks"] = (PAIR_CHUNK,)
     for name in ("pre_time", "post_time"):
         encoding[name].update(units=TIME_UNITS, calendar="proleptic_gregorian",
                               dtype="int64")
+    if zarr_format == 2:
+        for name in (*BLOCK_VARS, "x", "y", "pair", "pre_time", "post_time", "complete"):
+            encoding.setdefault(name, {})["compressors"] = [numcodecs.get_codec(COMPRESSOR)]
+    return encoding
+
+
+def _write_new(path: str | Path, ds: xr.Dataset, chunk: int, fmt: int) -> None:
+    """Write the empty cube ``ds`` to ``path``: built in memory, then copied object by
+    object, the root group's metadata last (one atomic write or PUT each)."""
+    mem: dict[str, Any] = {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata")
-        ds.to_zarr(_store(path, "w-"), mode="w-", zarr_format=3, consolidated=True,
-                   encoding=encoding)
+        ds.to_zarr(MemoryStore(mem), mode="w-", zarr_format=fmt, consolidated=False,
+                   encoding=_encoding(chunk, fmt))
+        group = zarr.open_group(MemoryStore(mem), mode="r+", zarr_format=fmt)
+        for name in STRING_COORDS:  # variable-length strings, as xarray reads them
+            dims = {"dimension_names": ["pair"]} if fmt == 3 else {}
+            extra = {"compressors": [numcodecs.get_codec(COMPRESSOR)]} if fmt == 2 else {}
+            arr = group.create_array(name, shape=(0,), chunks=(PAIR_CHUNK,), dtype=str,
+                                     fill_value="" if fmt == 3 else None, **dims, **extra)
+            arr.attrs.update({**COORD_ATTRS[name],
+                              **({"_ARRAY_DIMENSIONS": ["pair"]} if fmt == 2 else {})})
+        for name in BLOCK_VARS:
+            listed = set(group[name].attrs.get("coordinates", "").split())
+            group[name].attrs["coordinates"] = " ".join(sorted(listed | set(STRING_COORDS)))
+        zarr.consolidate_metadata(MemoryStore(mem))
+    target = _store(path, "r+")
+    if isinstance(target, str):
+        target = LocalStore(target)
+    last = [k for k in ROOT_KEYS if k in mem]
+    for key in [*sorted(k for k in mem if k not in last), *last]:
+        sync(target.set(key, mem[key]))
 
 
 # ---------------------------------------------------------------------------------------
@@ -415,6 +544,13 @@ def add_pair(path: str | Path, *, pre_time: Any, post_time: Any, pre_id: str, po
         raise ValueError("pre_id and post_id must be non-empty strings")
     if not cube_exists(path):
         raise FileNotFoundError(f"no cube at {path}; call create_cube first")
+    with cube_lock(path):
+        return _add_pair(path, pre_time=pre_time, post_time=post_time, pre_id=pre_id,
+                         post_id=post_id, attrs=attrs, key=key)
+
+
+def _add_pair(path: str | Path, *, pre_time: Any, post_time: Any, pre_id: str, post_id: str,
+              attrs: dict | None, key: str) -> int:
     g = _open_group(path, mode="r+")
     n = _n_pairs(g)
     known = [(p.pre_id, p.post_id, p.key) for p in _pairs(g, n)]
@@ -463,13 +599,14 @@ def pairs(path: str | Path) -> list[PairEntry]:
 
 def set_complete(path: str | Path, pair: int, complete: bool = True) -> None:
     """Mark ``pair`` complete (every block written) or not, and refresh the metadata."""
-    g = _open_group(path, mode="r+")
-    g["complete"][pair] = int(complete)
-    _consolidate(path)
+    with cube_lock(path):  # the chunk of ``complete`` is shared by 256 pairs
+        g = _open_group(path, mode="r+")
+        g["complete"][pair] = int(complete)
+        _consolidate(path)
 
 
-def _delete_chunks(path: str | Path, name: str, pair: int) -> None:
-    arr = _open_array(path, name, mode="r+")
+def _delete_chunks(path: str | Path, name: str, pair: int, fmt: int) -> None:
+    arr = _open_array(path, name, mode="r+", fmt=fmt)
     nbi, nbj = arr.cdata_shape[1:]
     root = arr.store_path.path
     for i in range(nbi):
@@ -485,29 +622,43 @@ def reset_pair(path: str | Path, pair: int, *, pre_time: Any, post_time: Any, ke
     of the old result can count as done; then ``complete``, the key, times and provenance;
     then the other chunks.
     """
-    g = _open_group(path, mode="r+")
-    if not 0 <= pair < _n_pairs(g):
-        raise ValueError(f"pair {pair} is not in the cube")
-    for name in ("valid", "north_sigma"):
-        _delete_chunks(path, name, pair)
-    g["complete"][pair] = 0
-    g["pair_key"][pair] = key
-    g["pre_time"][pair] = _time_value(pre_time)
-    g["post_time"][pair] = _time_value(post_time)
-    g["provenance"][pair] = _provenance_text(attrs)
-    for name in BLOCK_VARS:
-        if name not in ("valid", "north_sigma"):
-            _delete_chunks(path, name, pair)
-    _consolidate(path)
+    with cube_lock(path):
+        fmt = zarr_format(path)
+        g = _open_group(path, mode="r+", fmt=fmt)
+        if not 0 <= pair < _n_pairs(g):
+            raise ValueError(f"pair {pair} is not in the cube")
+        for name in ("valid", "north_sigma"):
+            _delete_chunks(path, name, pair, fmt)
+        g["complete"][pair] = 0
+        g["pair_key"][pair] = key
+        g["pre_time"][pair] = _time_value(pre_time)
+        g["post_time"][pair] = _time_value(post_time)
+        g["provenance"][pair] = _provenance_text(attrs)
+        for name in BLOCK_VARS:
+            if name not in ("valid", "north_sigma"):
+                _delete_chunks(path, name, pair, fmt)
+        _consolidate(path)
 
 
 def update_provenance(path: str | Path, pair: int, extra: dict) -> None:
     """Merge ``extra`` into the pair's provenance (e.g. the fitted ramp)."""
-    g = _open_group(path, mode="r+")
-    old = json.loads(str(np.asarray(g["provenance"][pair:pair + 1])[0]) or "{}")
-    old.update(extra)
-    g["provenance"][pair] = _provenance_text(old)
-    _consolidate(path)
+    with cube_lock(path):  # read-modify-write of a chunk shared by 256 pairs
+        g = _open_group(path, mode="r+")
+        old = json.loads(str(np.asarray(g["provenance"][pair:pair + 1])[0]) or "{}")
+        old.update(extra)
+        g["provenance"][pair] = _provenance_text(old)
+        _consolidate(path)
+
+
+def list_in_attrs(path: str | Path, name: str, value: str) -> None:
+    """Add ``value`` to the list in the cube's global attribute ``name`` (created if
+    missing; a value already listed is not listed twice), e.g. the pairs' STAC Items."""
+    with cube_lock(path):
+        g = _open_group(path, mode="r+")
+        listed = list(g.attrs.get(name, []))
+        if value not in listed:
+            g.attrs[name] = [*listed, value]
+            _consolidate(path)
 
 
 def pair_provenance(ds: xr.Dataset, pair: int) -> dict:
@@ -555,9 +706,9 @@ def _check_block(arr: zarr.Array, pair: int, row0: int, col0: int, h: int, w: in
 
 
 def _write_data_vars(path: str | Path, index: tuple, data: Mapping[str, Any],
-                     names: tuple[str, ...]) -> None:
+                     names: tuple[str, ...], fmt: int | None = None) -> None:
     for name in names:
-        arr = _open_array(path, name, mode="r+")
+        arr = _open_array(path, name, mode="r+", fmt=fmt)
         if name in MARKERS.values():  # the marker is stored even when all NaN
             arr = arr.with_config({"write_empty_chunks": True})
         arr[index] = np.asarray(data[name], dtype=np.float32)
@@ -591,12 +742,13 @@ def write_block(path: str | Path, pair: int, row0: int, col0: int,
     without locks. Misaligned blocks raise ValueError.
     """
     order = _stage_of(data)
-    valid = _open_array(path, "valid", mode="r+")
+    fmt = zarr_format(path)
+    valid = _open_array(path, "valid", mode="r+", fmt=fmt)
     h, w = _block_shape(data)
     _check_block(valid, pair, row0, col0, h, w)
     index = (int(pair), slice(row0, row0 + h), slice(col0, col0 + w))
     floats = tuple(n for n in order if n != "valid")
-    _write_data_vars(path, index, data, floats)
+    _write_data_vars(path, index, data, floats, fmt)
     if "valid" in data:
         mask = np.asarray(data["valid"])
         if np.any(~np.isin(mask, list(FLAGS))):
@@ -639,3 +791,31 @@ def open_cube(path: str | Path) -> xr.Dataset:
         return xr.open_zarr(str(stores.normalize(path)), decode_coords="all",
                             storage_options=stores.storage_options(path))
     return xr.open_zarr(str(path), decode_coords="all")
+
+
+def copy_cube(src: str | Path, dst: str | Path) -> None:
+    """Copy the cube at ``src`` (e.g. a Zarr v3 cube of an earlier version) into a new cube
+    at ``dst`` in the current format (Zarr v2, which GDAL reads).
+
+    Every pair is copied with its times, ids, key, provenance and completion, and only the
+    blocks whose stage is written, so an unfinished pair stays resumable in the copy.
+    """
+    ds = open_cube(src)
+    g = _open_group(src)
+    attrs = {k: v for k, v in g.attrs.items() if k != "Conventions"}
+    create_cube(dst, x=ds.x.values, y=ds.y.values, crs=ds.rio.crs,
+                chunk=int(g["valid"].chunks[1]), attrs=attrs)
+    c = int(g["valid"].chunks[1])
+    for e in pairs(src):
+        i = add_pair(dst, pre_time=ds.pre_time.values[e.index],
+                     post_time=ds.post_time.values[e.index], pre_id=e.pre_id,
+                     post_id=e.post_id, attrs=pair_provenance(ds, e.index), key=e.key)
+        for stage, names in STAGES.items():
+            for bi, bj in sorted(done_blocks(src, e.index, stage)):
+                rows, cols = slice(bi * c, (bi + 1) * c), slice(bj * c, (bj + 1) * c)
+                write_block(dst, i, bi * c, bj * c,
+                            {n: np.asarray(ds[n][e.index, rows, cols].values)
+                             for n in names})
+        if e.complete:
+            set_complete(dst, i)
+

@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import rioxarray
 import xarray as xr
+from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 
 log = logging.getLogger(__name__)
+RESAMPLING = Resampling.bilinear
+"""How a post on another grid than pre is resampled onto pre's grid."""
 
 
 def _acquired(path: Path) -> datetime | None:
@@ -100,8 +103,8 @@ def load_geotiff_pair(pre: str | Path, post: str | Path, bands: tuple[int, ...] 
     Missing pixels: the file's nodata tag, ``nodata`` if given, and 0 where
     ``zero_is_nodata`` (None: yes for uint16 data, as Sentinel-2 DN; otherwise a warning
     when zeros are found in a file without a nodata tag). If ``post`` is on another grid
-    (CRS, resolution or extent) it is reprojected onto ``pre``'s grid (bilinear) — which
-    loads it — and a log line says so.
+    (CRS, resolution or extent) it is reprojected onto ``pre``'s grid (``RESAMPLING``) —
+    which loads it — and a log line says so (:func:`reprojection` records it).
     """
     pre, post = Path(pre), Path(post)
     bands = tuple(int(b) for b in bands)
@@ -110,12 +113,10 @@ def load_geotiff_pair(pre: str | Path, post: str | Path, bands: tuple[int, ...] 
     same = (a.rio.crs == b.rio.crs and a.rio.transform() == b.rio.transform()
             and a.shape == b.shape)
     if not same:
-        from rasterio.enums import Resampling
-
         log.warning("post %s is on another grid (%s, %s px) than pre %s (%s, %s px): "
-                    "reprojecting post onto pre's grid", post.name, b.rio.crs, b.shape[1:],
-                    pre.name, a.rio.crs, a.shape[1:])
-        b = b.rio.reproject_match(a, resampling=Resampling.bilinear).chunk(
+                    "reprojecting post onto pre's grid (%s)", post.name, b.rio.crs,
+                    b.shape[1:], pre.name, a.rio.crs, a.shape[1:], RESAMPLING.name)
+        b = b.rio.reproject_match(a, resampling=RESAMPLING).chunk(
             {"y": chunk, "x": chunk})
         b = b.where(np.isfinite(b))
     keep = ("x", "y", "band")
@@ -125,6 +126,27 @@ def load_geotiff_pair(pre: str | Path, post: str | Path, bands: tuple[int, ...] 
     ds = xr.Dataset({"pre": a, "post": b})
     ds = ds.rio.write_crs(crs)
     return ds, pair_meta(pre, post)
+
+
+def _grid(path: Path) -> dict:
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return {"crs": ds.crs.to_string() if ds.crs else None,
+                "transform": list(ds.transform)[:6], "shape": [ds.height, ds.width]}
+
+
+def reprojection(pre: str | Path, post: str | Path) -> dict:
+    """What :func:`load_geotiff_pair` does to ``post``'s grid, for the provenance (headers
+    only): ``{"post_reprojected": {from_crs, from_transform, from_shape, to_crs,
+    to_transform, to_shape, resampling}}`` when post is on another grid than pre, else
+    ``{"post_reprojected": False}``. Transforms are GDAL's six affine numbers (m)."""
+    a, b = _grid(Path(pre)), _grid(Path(post))
+    if a == b:
+        return {"post_reprojected": False}
+    return {"post_reprojected": {
+        **{f"from_{k}": v for k, v in b.items()}, **{f"to_{k}": v for k, v in a.items()},
+        "resampling": RESAMPLING.name}}
 
 
 def pair_meta(pre: str | Path, post: str | Path) -> dict:

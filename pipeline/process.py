@@ -56,7 +56,7 @@ class PairSource:
 def geotiff_source(pre: str | Path, post: str | Path, cfg: RunConfig) -> PairSource:
     """Two GeoTIFFs (bands from ``cfg.input``). Raises at once for a missing or unusable
     file (the headers are opened here; pixels are not read)."""
-    from .geotiff import load_geotiff_pair, pair_meta
+    from .geotiff import load_geotiff_pair, pair_meta, reprojection
 
     pre, post = Path(pre), Path(post)
     inputs = cfg.input
@@ -68,14 +68,17 @@ def geotiff_source(pre: str | Path, post: str | Path, cfg: RunConfig) -> PairSou
                                  inputs.zero_is_nodata)[0]
 
     meta = pair_meta(pre, post)
+    attrs = {"pre_file": str(pre.resolve()), "post_file": str(post.resolve()),
+             **reprojection(pre, post)}
     return PairSource(PairMeta(**meta), (file_fingerprint(pre), file_fingerprint(post)),
-                      {"pre_file": str(pre), "post_file": str(post)}, load)
+                      attrs, load)
 
 
 def plan_source(plan, cfg: RunConfig) -> PairSource:
     """A planned STAC pair (``pipeline.plan.PairPlan``), assets from ``cfg.input``."""
     from .items import boa_offset_dn
     from .load import load_pair
+    from .product_item import input_item_href
 
     assets = tuple(str(b) for b in cfg.input.bands)
 
@@ -84,11 +87,14 @@ def plan_source(plan, cfg: RunConfig) -> PairSource:
 
     meta = PairMeta(plan.pre.id, plan.post.id, plan.pre.datetime, plan.post.datetime)
     used = (*assets, "scl")
+    stac_url = cfg.search.stac_url if cfg.search is not None else None
     attrs = {"grid": plan.pre.grid_key, "epsg": plan.epsg, "pre_cloud": plan.pre.cloud,
              "post_cloud": plan.post.cloud,
              **getattr(plan, "pairing", {}),  # orbits, view/sun angles, why chosen
              "pre_boa_offset_dn": [boa_offset_dn(plan.pre.item, a) for a in assets],
-             "post_boa_offset_dn": [boa_offset_dn(plan.post.item, a) for a in assets]}
+             "post_boa_offset_dn": [boa_offset_dn(plan.post.item, a) for a in assets],
+             "pre_item": input_item_href(plan.pre.item, stac_url),
+             "post_item": input_item_href(plan.post.item, stac_url)}
     return PairSource(meta, (item_fingerprint(plan.pre.item, used),
                              item_fingerprint(plan.post.item, used)), attrs, load)
 
@@ -240,6 +246,9 @@ def process_pair(source: PairSource, cfg: RunConfig, *, client=None,
         from .quicklook import draw_quicklooks
 
         pngs = draw_quicklooks(out, index, cfg.output.quicklook_dir or None)
+    from .product_item import write_item
+
+    write_item(out, index, quicklooks=pngs, extra=files)  # the rupture map's files
     return PairResult(out, index, source.meta, n, pngs + files)
 
 

@@ -64,13 +64,14 @@ def check_location(path: str | Path) -> None:
 
 def normalize(path: str | Path) -> str | Path:
     """A URL as a string without trailing ``/``; ``file://`` and plain paths as an
-    absolute Path (Dask workers may run in another directory than the caller)."""
+    absolute Path, ``..`` resolved (Dask workers may run in another directory than the
+    caller)."""
     text = str(path)
     if is_remote(text):
         return text.rstrip("/")
     if scheme(text) == "file":
-        return Path(text.split("://", 1)[1]).absolute()
-    return Path(path).absolute()
+        return Path(os.path.abspath(text.split("://", 1)[1]))
+    return Path(os.path.abspath(path))
 
 
 def storage_options(path: str | Path) -> dict[str, Any]:

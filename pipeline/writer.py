@@ -21,6 +21,7 @@ import dask.array as da
 import numpy as np
 
 from . import cube
+from .cube_lock import cube_lock
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,18 @@ def open_pair(out: str | Path, *, x: np.ndarray, y: np.ndarray, crs, tile: int, 
 
     The same scenes with the same ``key`` resume. The same scenes with another key are
     added as a new pair (``if_exists="append"``), replace the old one (``"overwrite"``),
-    or raise :class:`PairExistsError` saying which option to use (``"resume"``).
+    or raise :class:`PairExistsError` saying which option to use (``"resume"``). The
+    decision and the new slot are taken under the cube's lock (``pipeline.cube_lock``), so
+    runs started together into one cube, new or not, each get their own pair.
     """
     cube.create_cube(out, x=x, y=y, crs=crs, chunk=tile, attrs=attrs)
+    with cube_lock(out):  # the decision and the new slot, as one step
+        return _place_pair(out, meta=meta, key=key, provenance=provenance,
+                           if_exists=if_exists)
+
+
+def _place_pair(out: str | Path, *, meta: PairMeta, key: str, provenance: dict,
+                if_exists: str) -> int:
     entries = scene_entries(out, meta)
     refuse_other_identity(out, entries, meta, {key}, if_exists)
     same = [e for e in entries if e.key == key]

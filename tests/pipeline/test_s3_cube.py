@@ -4,14 +4,14 @@ endpoint from the standard ``AWS_*`` environment only."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pystac
 import pytest
 import rasterio
 import xarray as xr
@@ -22,69 +22,14 @@ from pipeline import cube, store
 from pipeline.config import ConfigError, RunConfig
 from pipeline.demo import TEXTURE
 from pipeline.process import cube_path_for, geotiff_source, process_pair
+from pipeline.product_item import read_item
 from pipeline.quicklook import quicklook_stem
-from pipeline.stac_server import free_port
 from pipeline.writer import BlockFailedError
 
 H = W = 256
 RES = 10.0
 DX, DY = 2.0, -1.6  # px
 MICROFLOW = str(Path(sys.executable).with_name("microflow"))
-
-
-@dataclass
-class S3Server:
-    """A moto S3 server on 127.0.0.1:``port``; its buckets live in this process, so they
-    survive :meth:`stop` and :meth:`start` (a server outage, not a data loss)."""
-
-    port: int
-    env: dict
-    server: object = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def bucket(self) -> str:
-        """A new, empty bucket."""
-        import boto3
-
-        name = f"cubes-{uuid.uuid4().hex[:12]}"
-        boto3.client("s3", endpoint_url=self.endpoint).create_bucket(Bucket=name)
-        return name
-
-    def options(self) -> dict:
-        """What a reader outside this project passes to ``xr.open_zarr``."""
-        return {"key": self.env["AWS_ACCESS_KEY_ID"],
-                "secret": self.env["AWS_SECRET_ACCESS_KEY"],
-                "endpoint_url": self.endpoint,
-                "client_kwargs": {"region_name": self.env["AWS_REGION"]}}
-
-
-@pytest.fixture(scope="module")
-def s3():
-    port = free_port()
-    env = {"AWS_ACCESS_KEY_ID": "microflow-test", "AWS_SECRET_ACCESS_KEY": "not-a-secret",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_REGION": "us-east-1"}
-    server = S3Server(port, env)
-    server.start()
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN",
-                     "AWS_DEFAULT_REGION"):
-            mp.delenv(name, raising=False)
-        for name, value in env.items():
-            mp.setenv(name, value)
-        yield server
-    server.stop()
 
 
 def _write(path: Path, array: np.ndarray) -> Path:
@@ -282,6 +227,15 @@ def test_region_flow_writes_cubes_and_markers_to_s3_and_skips_them_on_rerun(
     assert first["done"] == ["a"] and again["skipped"] == ["a"]
     assert cube.pairs(f"{prefix}/a.zarr")[0].complete
     assert store.exists(f"{prefix}/a.done.json")
+    catalog = json.loads(store.read_text(f"{prefix}/catalog.json"))  # the static catalog
+    assert [link["href"] for link in catalog["links"] if link["rel"] == "item"] == [
+        "./a_pair0.json"]
+    item = read_item(f"{prefix}/a_pair0.json")  # pystac reads it (without its S3 links)
+    derived = [link["href"] for link in item.to_dict(transform_hrefs=False)["links"]
+               if link["rel"] == "derived_from"]
+    assert len(derived) == 2 and all(h.startswith(s.url) for h in derived), derived
+    assert {a.media_type for a in item.assets.values()} == {
+        pystac.MediaType.VND_ZARR, pystac.MediaType.PNG, pystac.MediaType.GEOJSON}
     names = sorted(p.name for p in tmp_path.iterdir())
     assert [n for n in names if "_rupture." not in n] == ["a_pair0_maps.png",
                                                           "a_pair0_profile.png"]
