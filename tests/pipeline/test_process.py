@@ -258,10 +258,12 @@ _FAULT: dict = {}
 
 
 def _faulty(stack, **kw):
-    """``infer_block`` with a fault injected in the third block it runs (one worker thread,
-    so exactly one block of several fails)."""
+    """``infer_block`` with a fault injected in the ninth block it runs (one worker thread,
+    so exactly one block of several fails). A block is written once it and its neighbours
+    are inferred (the low-confidence neighbourhood rule needs their σ), so the fault comes
+    after enough blocks for some to be written."""
     _FAULT["n"] += 1
-    if _FAULT["n"] == 3:
+    if _FAULT["n"] == 9:
         raise RuntimeError("injected fault")
     return _FAULT["real"](stack, **kw)
 
