@@ -10,8 +10,8 @@ same size), then in the same run:
 
 - the in-process model (``estimate_displacement(..., return_sigma=True)``: MicroFlow, σ
   and σ-weighted log-TV) on the central 1024² crop, the throughput to compare with;
-- ``microflow pair`` on the whole scene in a child process (``--compare-allocator``: also
-  with Dask's default worker allocator settings, interleaved);
+- ``microflow pair`` on the whole scene in a child process (``--allocator both``: with
+  the pipeline's worker allocator settings and with Dask's default, interleaved);
 
 each under ``/usr/bin/time -v``, and prints wall time, Mpx/s, user and system CPU time,
 minor page faults, the peak RSS of the driver and of each Dask worker (memory is bounded
@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-size", type=int, default=1024,
                    help="side of the central crop the in-process model runs on, px "
                         "(default 1024; 0: no baseline)")
-    p.add_argument("--compare-allocator", action="store_true",
-                   help="also run the pipeline with Dask's default worker allocator "
-                        "settings, interleaved (tuned, dask, tuned, dask...)")
+    p.add_argument("--allocator", choices=("tuned", "dask", "both"), default="tuned",
+                   help="worker allocator settings: the pipeline's, Dask's default, or both "
+                        "interleaved (tuned, dask, tuned, dask...) (default tuned)")
     p.add_argument("--rounds", type=int, default=1,
                    help="repetitions of the interleaved runs (default 1)")
     args = p.parse_args(argv)
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             b["mpx_per_s"] = round(args.baseline_size ** 2 / 1e6 / b["compute_s"], 4)
             runs.append({"round": r, "run": "in-process model", **b})
             print(json.dumps(runs[-1]), flush=True)
-        for alloc in ("tuned", "dask") if args.compare_allocator else ("tuned",):
+        for alloc in ("tuned", "dask") if args.allocator == "both" else (args.allocator,):
             try:
                 res = pipeline_run(pre, post, out, args.workers, args.chunk, alloc)
             except subprocess.CalledProcessError as e:

@@ -107,12 +107,25 @@ def dask_client(cfg: ClusterConfig, client=None, pixels: int | None = None) -> I
     import dask
 
     # worker processes inherit SIGINT's handler: Ctrl-C is the driver's to handle
-    with _ignoring_sigint(), dask.config.set(
+    with _ignoring_sigint(), _environ_restored(), dask.config.set(
             {"distributed.nanny.pre-spawn-environ": allocator_env()}):
         cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", silence_logs=quiet)
     with cluster, Client(cluster) as c:
         yield c
+
+
+@contextmanager
+def _environ_restored() -> Iterator[None]:
+    """This process's environment as it was before the block: Dask's nanny writes the
+    workers' ``pre-spawn-environ`` into it for good, and the driver's own later children
+    should not inherit the workers' allocator settings."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @contextmanager
