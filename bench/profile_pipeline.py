@@ -70,8 +70,10 @@ class Stages:
         return out
 
 
-def per_block(pre: Path, post: Path, out: Path, n_blocks: int) -> dict:
-    """Part 1 (see the module docstring)."""
+def per_block(pre: Path, post: Path, out: Path, n_blocks: int, bf16: bool | None = None
+              ) -> dict:
+    """Part 1 (see the module docstring); ``bf16``: the network's autocast, None = as the
+    pipeline decides (``model.precision.use_bf16``)."""
     import torch
 
     from model.correlator_start import model_start
@@ -95,7 +97,7 @@ def per_block(pre: Path, post: Path, out: Path, n_blocks: int) -> dict:
     h, w = pair.sizes["y"], pair.sizes["x"]
     stats = scene_stats(pair)[0]
     net = get_model(None, torch.device("cpu"))
-    bf16 = use_bf16(torch.device("cpu"))
+    bf16 = use_bf16(torch.device("cpu")) if bf16 is None else bf16
     st = tuple((torch.tensor(m), torch.tensor(s)) for m, s in stats)
     path = out / "profile.zarr"
     if path.exists():
@@ -254,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="blocks timed per stage after one warm-up block (default 3)")
     p.add_argument("--dask", action="store_true", help="also profile a whole process_pair")
     p.add_argument("--workers", type=int, default=2, help="Dask workers (default 2)")
+    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                   help="the network's bf16 autocast in the per-block profile: as the "
+                        "pipeline decides, or forced (default auto)")
     p.add_argument("--allocator", choices=("tuned", "dask"), default="tuned",
                    help="allocator settings of this process and of the Dask workers: the "
                         "pipeline's (pipeline.cluster.ALLOCATOR_ENV) or Dask's default "
@@ -275,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         import threading
 
         res: dict = {}
+        bf16 = {"auto": None, "on": True, "off": False}[args.bf16]
         t = threading.Thread(target=lambda: res.update(per_block(pre, post, out,
-                                                                 args.blocks)))
+                                                                 args.blocks, bf16)))
         t.start()
         t.join()
         report["per_block"] = res
