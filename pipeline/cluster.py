@@ -18,8 +18,8 @@ worker processes to start, torch imported and the model loaded once. Larger ones
 worker processes, which keep a crashed block from taking the driver down."""
 
 ALLOCATOR_ENV = {
-    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-    "MALLOC_TOP_PAD_": str(256 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(256 << 20),
+    "MALLOC_TOP_PAD_": str(64 << 20),
     "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
     "MALLOC_ARENA_MAX": "1",
     "THP_MEM_ALLOC_ENABLE": "1",
@@ -28,7 +28,7 @@ ALLOCATOR_ENV = {
 ``MALLOC_TRIM_THRESHOLD_=64 KiB`` by default, so glibc hands freed memory back to the
 kernel after every large temporary and the next block faults it in again, page by page
 (about 2 s of system time per 512² block against 3 s of user time). Here freed memory up
-to 1 GiB stays in the heap (the peak RSS is reached on the first block and stays flat),
+to 256 MiB stays in the heap (the peak RSS is reached in the first blocks and stays flat),
 buffers up to 32 MiB come from the heap, not from ``mmap``, the single task thread uses
 the main arena, and torch's buffers above 2 MiB are on transparent huge pages. Setting
 the environment variable ``MICROFLOW_ALLOCATOR=dask`` keeps Dask's default (for
