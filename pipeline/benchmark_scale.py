@@ -1,14 +1,21 @@
 """Scale benchmark: a generated 8192x8192 pair through ``microflow pair``.
 
-Run it under GNU time to get the peak RSS of the whole process tree's parent::
+Run::
 
-    .venv/bin/python -m pipeline.benchmark_scale --size 8192 --workers 2 --out /tmp/scale
+    .venv/bin/python -m pipeline.benchmark_scale --size 4096 --workers 2 --out /tmp/scale
 
 It writes the pair as tiled GeoTIFFs (texture: the committed Landsat crop mirrored to
-size, moved by a smooth ±0.5 px fault-like field), then runs ``microflow pair`` in a
-child process under ``/usr/bin/time -v`` and prints wall time, Mpx/s and the peak RSS of
-the driver and of each Dask worker (memory is bounded by tile size × workers, not by the
-scene size).
+size, moved by a smooth ±0.5 px fault-like field; kept and reused by later runs of the
+same size), then in the same run:
+
+- the in-process model (``estimate_displacement(..., return_sigma=True)``: MicroFlow, σ
+  and σ-weighted log-TV) on the central 1024² crop, the throughput to compare with;
+- ``microflow pair`` on the whole scene in a child process (``--allocator both``: with
+  the pipeline's worker allocator settings and with Dask's default, interleaved);
+
+each under ``/usr/bin/time -v``, and prints wall time, Mpx/s, user and system CPU time,
+minor page faults, the peak RSS of the driver and of each Dask worker (memory is bounded
+by tile size × workers, not by the scene size), the stage times and the ratios.
 """
 
 from __future__ import annotations
@@ -72,42 +79,150 @@ def make_scene(out: Path, size: int, block: int = 1024) -> tuple[Path, Path]:
     return paths
 
 
+TIME_FIELDS = {"user_s": r"User time \(seconds\): ([0-9.]+)",
+               "system_s": r"System time \(seconds\): ([0-9.]+)",
+               "minor_faults": r"Minor \(reclaiming a frame\) page faults: (\d+)",
+               "peak_rss_kib": r"Maximum resident set size \(kbytes\): (\d+)"}
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[dict, str]:
+    """Run ``cmd`` under GNU ``/usr/bin/time -v``: its wall time (s), user and system CPU
+    time (s, the process and the children it waited for, e.g. Dask workers), minor page
+    faults and peak RSS (KiB), and its stderr. Raises CalledProcessError on failure."""
+    import os
+
+    t0 = time.monotonic()
+    res = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
+    wall = time.monotonic() - t0
+    if res.returncode != 0:
+        sys.stderr.write(res.stderr[-3000:])
+        raise subprocess.CalledProcessError(res.returncode, cmd)
+    out = {"wall_s": round(wall, 1)}
+    for k, rx in TIME_FIELDS.items():
+        m = re.search(rx, res.stderr)
+        out[k] = float(m.group(1)) if m else None
+    return out, res.stderr
+
+
+BASELINE = """
+import sys, time, numpy as np, rasterio
+from rasterio.windows import Window
+from model.inference import estimate_displacement
+pre, post, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+imgs = []
+for path in (pre, post):
+    with rasterio.open(path) as src:
+        r0, c0 = (src.height - n) // 2, (src.width - n) // 2
+        imgs.append(src.read(1, window=Window(c0, r0, n, n)))
+estimate_displacement(imgs[0][:128, :128], imgs[1][:128, :128], return_sigma=True)  # load
+t0 = time.perf_counter()
+estimate_displacement(imgs[0], imgs[1], return_sigma=True, nodata=0)
+import torch
+print("BASELINE_S", time.perf_counter() - t0, "threads", torch.get_num_threads(), file=sys.stderr)
+"""
+
+
+def baseline(pre: Path, post: Path, size: int) -> dict:
+    """The model in one process on the central ``size``² crop of the pair: MicroFlow with σ
+    and σ-weighted log-TV (``estimate_displacement(..., return_sigma=True)``, default
+    tile, all cores), timed after a warm-up call that loads the model."""
+    stats, err = timed([sys.executable, "-c", BASELINE, str(pre), str(post), str(size)])
+    seconds = float(re.search(r"BASELINE_S ([0-9.]+)", err).group(1))
+    return {**stats, "size": size, "compute_s": seconds}
+
+
+def pipeline_run(pre: Path, post: Path, out: Path, workers: int, chunk: int,
+                 allocator: str) -> dict:
+    """``microflow pair`` on the pair into a fresh cube, timed; ``allocator`` ``tuned`` (the
+    default) or ``dask`` (``MICROFLOW_ALLOCATOR=dask``: Dask's default worker settings)."""
+    import shutil
+
+    cube = out / f"scale-{allocator}.zarr"
+    if cube.exists():
+        shutil.rmtree(cube)
+    microflow = Path(sys.executable).with_name("microflow")
+    cmd = [str(microflow), "pair", str(pre), str(post), "--out", str(cube), "--workers",
+           str(workers), "--chunk", str(chunk), "--tile", str(chunk), "--no-quicklooks",
+           "-q"]
+    env = {"MICROFLOW_ALLOCATOR": allocator} if allocator == "dask" else {}
+    stats, err = timed(cmd, env)
+    shutil.rmtree(cube, ignore_errors=True)
+    stages = {m.group(1): float(m.group(2)) for m in
+              re.finditer(r"pair \d+ (\w+): \d+ blocks in ([0-9.]+) s", err)}
+    return {**stats, "allocator": allocator, "stage_s": stages,
+            "worker_peak_rss_mib": [float(x) for x in
+                                    re.findall(r"worker peak RSS ([0-9.]+) MiB", err)]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=8192)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--chunk", type=int, default=512)
-    p.add_argument("--out", default="/tmp/microflow-scale")
+    p.add_argument("--size", type=int, default=8192, help="scene side, px (default 8192)")
+    p.add_argument("--workers", type=int, default=2, help="Dask workers (default 2)")
+    p.add_argument("--chunk", type=int, default=512, help="tile = chunk, px (default 512)")
+    p.add_argument("--out", default="/tmp/microflow-scale",
+                   help="folder for the scene and the cube (default /tmp/microflow-scale)")
+    p.add_argument("--baseline-size", type=int, default=1024,
+                   help="side of the central crop the in-process model runs on, px "
+                        "(default 1024; 0: no baseline)")
+    p.add_argument("--allocator", choices=("tuned", "dask", "both"), default="tuned",
+                   help="worker allocator settings: the pipeline's, Dask's default, or both "
+                        "interleaved (tuned, dask, tuned, dask...) (default tuned)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repetitions of the interleaved runs (default 1)")
     args = p.parse_args(argv)
     out = Path(args.out)
     t0 = time.monotonic()
-    pre, post = make_scene(out, args.size)
-    print(f"scene written in {time.monotonic() - t0:.0f} s: {pre}, {post}", flush=True)
-    cube = out / "scale.zarr"
-    if cube.exists():
-        import shutil
-
-        shutil.rmtree(cube)
-    microflow = Path(sys.executable).with_name("microflow")
-    cmd = ["/usr/bin/time", "-v", str(microflow), "pair", str(pre), str(post), "--out",
-           str(cube), "--workers", str(args.workers), "--chunk", str(args.chunk),
-           "--tile", str(args.chunk)]
-    t0 = time.monotonic()
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.monotonic() - t0
-    sys.stderr.write(res.stderr[-3000:])
-    if res.returncode != 0:
-        return res.returncode
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr).group(1))
-    worker_rss = [float(x) for x in re.findall(r"worker peak RSS ([0-9.]+) MiB", res.stderr)]
+    pre, post = out / "pre.tif", out / "post.tif"
+    if not (pre.exists() and post.exists() and _side(pre) == args.size):
+        pre, post = make_scene(out, args.size)
+        print(f"scene written in {time.monotonic() - t0:.0f} s: {pre}, {post}", flush=True)
+    mpx = args.size ** 2 / 1e6
+    runs = []
+    for r in range(args.rounds):
+        if args.baseline_size:
+            b = baseline(pre, post, args.baseline_size)
+            b["mpx_per_s"] = round(args.baseline_size ** 2 / 1e6 / b["compute_s"], 4)
+            runs.append({"round": r, "run": "in-process model", **b})
+            print(json.dumps(runs[-1]), flush=True)
+        for alloc in ("tuned", "dask") if args.allocator == "both" else (args.allocator,):
+            try:
+                res = pipeline_run(pre, post, out, args.workers, args.chunk, alloc)
+            except subprocess.CalledProcessError as e:
+                return e.returncode
+            res["mpx_per_s"] = round(mpx / res["wall_s"], 4)
+            res["system_over_user"] = round(res["system_s"] / max(res["user_s"], 1e-9), 3)
+            runs.append({"round": r, "run": "microflow pair", **res})
+            print(json.dumps(runs[-1]), flush=True)
     report = {"size": f"{args.size}x{args.size}", "workers": args.workers,
-              "chunk": args.chunk, "wall_s": round(wall, 1),
-              "mpx_per_s": round(args.size**2 / 1e6 / wall, 3),
-              "driver_peak_rss_mib": round(rss_kb / 1024, 1),
-              "worker_peak_rss_mib": worker_rss}
-    print(json.dumps(report, indent=1))
+              "chunk": args.chunk, "runs": runs, "ratios": _ratios(runs)}
+    print(json.dumps(report["ratios"], indent=1))
     (out / "scale_report.json").write_text(json.dumps(report, indent=1))
     return 0
+
+
+def _side(path: Path) -> int:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.width if src.width == src.height else -1
+
+
+def _ratios(runs: list[dict]) -> dict:
+    """Per round: each pipeline run's throughput over the in-process model's of the same
+    round (the target is >= 0.8), and tuned over dask wall time where both ran."""
+    out = {}
+    for r in sorted({x["round"] for x in runs}):
+        rs = [x for x in runs if x["round"] == r]
+        base = next((x for x in rs if x["run"] == "in-process model"), None)
+        pipes = {x["allocator"]: x for x in rs if x["run"] == "microflow pair"}
+        for k, x in pipes.items():
+            if base:
+                out[f"round{r}_{k}_over_model"] = round(x["mpx_per_s"] / base["mpx_per_s"], 3)
+        if {"tuned", "dask"} <= set(pipes):
+            out[f"round{r}_dask_wall_over_tuned"] = round(
+                pipes["dask"]["wall_s"] / pipes["tuned"]["wall_s"], 3)
+    return out
 
 
 if __name__ == "__main__":

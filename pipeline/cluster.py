@@ -4,6 +4,7 @@ process for a small scene, worker processes for a large one."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,6 +16,57 @@ IN_PROCESS_MAX_PX = 2048 * 2048
 """Scenes up to this many pixels run on ``workers`` threads in the driver's process: no
 worker processes to start, torch imported and the model loaded once. Larger ones get
 worker processes, which keep a crashed block from taking the driver down."""
+
+ALLOCATOR_ENV = {
+    "MALLOC_TRIM_THRESHOLD_": str(256 << 20),
+    "MALLOC_TOP_PAD_": str(64 << 20),
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+    "MALLOC_ARENA_MAX": "1",
+    "THP_MEM_ALLOC_ENABLE": "1",
+}
+"""glibc and torch allocator settings of the local worker processes. Dask's nanny sets
+``MALLOC_TRIM_THRESHOLD_=64 KiB`` by default, so glibc hands freed memory back to the
+kernel after every large temporary and the next block faults it in again, page by page
+(about 2 s of system time per 512² block against 3 s of user time). Here freed memory up
+to 256 MiB stays in the heap (the peak RSS is reached in the first blocks and stays flat),
+buffers up to 32 MiB come from the heap, not from ``mmap``, the single task thread uses
+the main arena, and torch's buffers above 2 MiB are on transparent huge pages. Setting
+the environment variable ``MICROFLOW_ALLOCATOR=dask`` keeps Dask's default (for
+before/after measurements, see ``docs/speed.md``)."""
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc <malloc.h>
+
+
+def allocator_env() -> dict[str, str]:
+    """The environment the local worker processes start with: :data:`ALLOCATOR_ENV` (none
+    with ``MICROFLOW_ALLOCATOR=dask``) on top of Dask's ``pre-spawn-environ``."""
+    import dask
+
+    env = {k: str(v) for k, v in dask.config.get("distributed.nanny.pre-spawn-environ",
+                                                 {}).items()}
+    if os.environ.get("MICROFLOW_ALLOCATOR", "") != "dask":
+        env.update(ALLOCATOR_ENV)
+    return env
+
+
+def tune_this_process() -> bool:
+    """Apply :data:`ALLOCATOR_ENV`'s glibc thresholds to this running process with
+    ``mallopt`` (the in-process threads; torch's huge-page setting is read only at start).
+    Returns whether it did: False off glibc or with ``MICROFLOW_ALLOCATOR=dask``."""
+    import ctypes
+
+    if os.environ.get("MICROFLOW_ALLOCATOR", "") == "dask":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt)
+        return False
+    ok = True
+    for opt, name in ((_M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_"),
+                      (_M_TOP_PAD, "MALLOC_TOP_PAD_"),
+                      (_M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_")):
+        ok &= bool(mallopt(ctypes.c_int(opt), ctypes.c_int(int(ALLOCATOR_ENV[name]))))
+    return ok
 
 
 @contextmanager
@@ -46,16 +98,34 @@ def dask_client(cfg: ClusterConfig, client=None, pixels: int | None = None) -> I
     # instead of a warning whenever another cluster holds 8787
     if pixels is not None and pixels <= IN_PROCESS_MAX_PX:
         log.debug("%d px: %d threads in this process", pixels, cfg.workers)
+        tune_this_process()
         cluster = LocalCluster(n_workers=1, threads_per_worker=cfg.workers, processes=False,
                                dashboard_address=":0", silence_logs=quiet)
         with cluster, Client(cluster) as c, _logger_level("distributed.worker", quiet):
             yield c
         return
-    with _ignoring_sigint():  # worker processes inherit it: Ctrl-C is the driver's to handle
+    import dask
+
+    # worker processes inherit SIGINT's handler: Ctrl-C is the driver's to handle
+    with _ignoring_sigint(), _environ_restored(), dask.config.set(
+            {"distributed.nanny.pre-spawn-environ": allocator_env()}):
         cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", silence_logs=quiet)
     with cluster, Client(cluster) as c:
         yield c
+
+
+@contextmanager
+def _environ_restored() -> Iterator[None]:
+    """This process's environment as it was before the block: Dask's nanny writes the
+    workers' ``pre-spawn-environ`` into it for good, and the driver's own later children
+    should not inherit the workers' allocator settings."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @contextmanager
