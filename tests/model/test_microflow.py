@@ -141,3 +141,16 @@ def test_loss_pixel_weights_give_a_weighted_mean_per_pair():
     assert sequence_loss([flow], target).item() == pytest.approx(2.0)
     assert sequence_loss([flow], target, valid=weights).item() == pytest.approx(
         (1 * 1 + 3 * 3) / 4)
+
+
+def test_bf16_is_used_on_a_cpu_only_where_the_cpu_does_bf16_in_hardware(tmp_path):
+    from model.precision import cpu_flags, cpu_has_bf16
+
+    plain = tmp_path / "cpuinfo"
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    native = tmp_path / "cpuinfo_bf16"
+    native.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    assert cpu_flags(plain) == {"fpu", "sse2", "avx2", "avx512f", "avx512bw"}
+    assert not cpu_has_bf16(cpu_flags(plain))  # AVX-512 alone: bf16 is emulated, slow
+    assert cpu_has_bf16(cpu_flags(native))
+    assert cpu_flags(tmp_path / "missing") is None and cpu_has_bf16(None)
