@@ -107,6 +107,7 @@ def source_provenance(fit: SourceFit | None, xres: float, yres: float, *,
     out["detection"] = {
         "scale_ratio": _num(fit.scale_ratio), "max_scale_ratio": sf.MAX_SCALE_RATIO,
         "snr": _num(fit.snr), "min_snr": sf.MIN_SNR,
+        "plane_ratio": _num(fit.plane_ratio), "max_plane_ratio": sf.MAX_PLANE_RATIO,
         "strong": {"max_scale_ratio": sf.MAX_SCALE_RATIO_STRONG, "min_snr": sf.MIN_SNR_STRONG},
         "min_Mw": sf.MIN_MW,
         "max_slip_m": sf.MAX_SLIP_M, "offset_only_rms_m": _num(fit.null_rms_m),

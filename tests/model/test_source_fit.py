@@ -140,3 +140,22 @@ def test_nan_samples_are_ignored_and_too_few_samples_raise():
     assert fit.detected and abs(fit.offset[0] / RES - 0.5) < 0.05
     with pytest.raises(ValueError, match="usable samples"):
         _fit(x[:2, :2], y[:2, :2], e[:2, :2], n[:2, :2])
+
+
+
+def test_the_committed_real_pair_shows_no_source_only_misregistration():
+    # the raw field of `microflow pair` on data/real-s2-t33uuu-north (two dates, no
+    # earthquake), decimated as the pipeline's fit reads it (every 12th px), with its σ
+    from pathlib import Path
+
+    f = np.load(Path(__file__).with_name("real_pair_raw_field.npz"))
+    x, y = np.meshgrid(f["x"], f["y"])
+    res = float(f["x"][1] - f["x"][0]) / 12
+    w = np.stack([1 / (np.maximum(f[s], 0.05) * res) ** 2 for s in ("sx", "sy")])
+    fit = fit_source(f["dx"] * res, -f["dy"] * res, x, y, np.where(np.isfinite(w), w, 0.0))
+    assert not fit.detected, (fit.scale_ratio, fit.plane_ratio, fit.snr)
+    # the best rectangle is a deep, distant one that mimics the co-registration ramp:
+    # it explains hardly more than a plane does
+    from model.source_fit import MAX_PLANE_RATIO
+
+    assert fit.plane_ratio > MAX_PLANE_RATIO
