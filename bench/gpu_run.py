@@ -218,9 +218,10 @@ def predict(model: MicroFlow, pre: torch.Tensor, post: torch.Tensor, stats, bf16
     if model.config.sharpen:
         sharp = clock("sharpening", lambda: sharpen_field(pre_n, post_n, flow))
         flow, previous = sharp, previous + (sharp - flow)
+    start = init.float() if init is not None else torch.zeros_like(flow)
     s = clock("sigma", lambda: model.sigma_model.predict(
-        sigma_features(pre_n, post_n, flow, previous, model.config.warp_mode)))
-    return torch.cat([flow, s, s], 1)
+        sigma_features(pre_n, post_n, flow, previous, start, model.config.warp_mode)))
+    return torch.cat([flow, s], 1)  # σ per component: (σx, σy)
 
 
 def process_scene(model: MicroFlow, pre: torch.Tensor, post: torch.Tensor, *, tile: int,

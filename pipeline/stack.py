@@ -109,7 +109,8 @@ def _template(ds: xr.Dataset, chunk: int, attrs: dict) -> xr.Dataset:
 def _create(path: str | Path, ds: xr.Dataset, chunk: int, attrs: dict) -> None:
     """(Re)create the ``stack_*`` arrays, metadata only (no chunk is written)."""
     store = stores.zarr_store(path)
-    group = zarr.open_group(store, mode="r+", use_consolidated=False, zarr_format=3)
+    fmt = cube.zarr_format(path)  # the cube's own format (2 for new cubes, 3 for old ones)
+    group = zarr.open_group(store, mode="r+", use_consolidated=False, zarr_format=fmt)
     for name in STACK_VARS:
         if name in group:
             del group[name]
@@ -120,7 +121,7 @@ def _create(path: str | Path, ds: xr.Dataset, chunk: int, attrs: dict) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata")
         template.to_zarr(stores.zarr_store(path), mode="a", compute=False,
-                         consolidated=True, zarr_format=3, encoding=encoding)
+                         consolidated=True, zarr_format=fmt, encoding=encoding)
 
 
 def _windows(size: int, chunk: int, context: int):
@@ -162,7 +163,7 @@ def stack_cube(path: str | Path, pairs: Sequence[int] | None = None,
              "stack_created": datetime.now(UTC).isoformat(timespec="seconds")}
     _create(path, ds, chunk, attrs)
     store = stores.zarr_store(path)
-    arrays = {n: zarr.open_array(store, path=n, mode="r+", zarr_format=3)
+    arrays = {n: zarr.open_array(store, path=n, mode="r+", zarr_format=cube.zarr_format(path))
               for n in STACK_VARS}
     sel = ds[["east", "north", "east_sigma", "north_sigma", "valid"]].isel(pair=indices)
     h, w = ds.sizes["y"], ds.sizes["x"]
