@@ -283,13 +283,14 @@ def write_rupture_map(cube: str | Path, index: int, quicklook_dir: str | Path | 
     GeoJSON, then the PNG when a rupture is found.
     """
     from .cube import open_cube
+    from .product_item import rupture_map_path
     from .quicklook import quicklook_stem
 
     ds = open_cube(cube)
     rup, grid = measure_pair(ds, index, profile_step_m)
     stem = quicklook_stem(cube, quicklook_dir)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    geojson = Path(f"{stem}_pair{index}_rupture.geojson")
+    geojson = rupture_map_path(cube, index, quicklook_dir)
     meta = {"pair": int(index), "cube": str(cube),
             "pre_id": str(ds.pre_id.values[index]), "post_id": str(ds.post_id.values[index])}
     _write_json(geojson, rupture_geojson(rup, grid, ds.rio.crs, meta))
@@ -316,8 +317,3 @@ def provenance_entry(files: list[Path], rupture_found: bool | None = None) -> di
                      segments=props.get("segments"))
     return entry
 
-
-def stac_asset(geojson: str | Path) -> dict:
-    """A STAC asset for the rupture map's GeoJSON (for a pair's STAC Item)."""
-    return {"href": str(geojson), "type": "application/geo+json", "roles": ["data"],
-            "title": "surface rupture trace and slip along strike (GeoJSON, lon/lat)"}
